@@ -1,0 +1,21 @@
+/* tools/strata/commands.h: the subcommands of the strata CLI.
+ *
+ * Each subcommand is one function in its own file, taking the arguments after
+ * the subcommand name (argv[0] is the subcommand) and returning the process
+ * exit status: 0 on success, 1 on a runtime error, 2 on a usage error. The
+ * CLI is thin: it parses flags and calls the library. */
+#ifndef STRATA_TOOLS_COMMANDS_H
+#define STRATA_TOOLS_COMMANDS_H
+
+/* strata inspect FILE: prints a GGUF file's metadata and tensor table. */
+int command_inspect(int argc, char **argv);
+/* strata tokenize -m FILE -p TEXT [--pieces]: prints token ids. */
+int command_tokenize(int argc, char **argv);
+/* strata generate -m FILE -p TEXT ...: streams generated text to stdout. */
+int command_generate(int argc, char **argv);
+/* strata bench -m FILE ...: measures prefill and decode tokens per second. */
+int command_bench(int argc, char **argv);
+/* strata logits -m FILE --tokens IDS -o OUT.npy: writes teacher-forced logits. */
+int command_logits(int argc, char **argv);
+
+#endif
