@@ -64,6 +64,8 @@ int32_t strata_model_vocab_size(const strata_model *model);
 int32_t strata_model_context_length(const strata_model *model);
 /* Returns the model's name from general.name, or its architecture. */
 const char *strata_model_name(const strata_model *model);
+/* Returns the number of compute threads the model runs on. */
+int strata_model_threads(const strata_model *model);
 
 /* Tokenizes text into a newly allocated array the caller frees with free().
  * add_bos adds the beginning-of-sequence token when the model asks for one;

@@ -42,9 +42,13 @@ strata_status strata_error_prefix(strata_error *err, const char *format, ...)
     va_start(args, format);
     vsnprintf(prefix, sizeof prefix, format, args);
     va_end(args);
-    char joined[STRATA_ERROR_MESSAGE_BYTES];
-    snprintf(joined, sizeof joined, "%s%s", prefix, err->message);
-    memcpy(err->message, joined, sizeof joined);
+    size_t prefix_length = strlen(prefix);
+    size_t message_length = strlen(err->message);
+    if (prefix_length + message_length >= sizeof err->message)
+        message_length = sizeof err->message - 1 - prefix_length;
+    memmove(err->message + prefix_length, err->message, message_length);
+    memcpy(err->message, prefix, prefix_length);
+    err->message[prefix_length + message_length] = '\0';
     return err->status;
 }
 

@@ -1,0 +1,277 @@
+/* compute/cpu/compute.c: the CPU operations of a transformer layer.
+ *
+ * Matrix products are the hot path. With one token (decode) every weight row
+ * is dotted with the activation straight from its packed form (quant dot
+ * kernels), so each weight byte is read once. With several tokens (prefill)
+ * each thread dequantizes a panel of PANEL_ROWS weight rows into f32 scratch
+ * once and multiplies it with every token through 4x4 register tiles, so the
+ * dequantization cost is shared by all tokens. Both paths split the weight
+ * rows between threads, so every output element is computed by exactly one
+ * thread in a fixed order: results do not depend on the thread count. */
+#include "compute/cpu/compute.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/error.h"
+
+enum { PANEL_ROWS = 16 };
+
+strata_status compute_context_create(int thread_count, int64_t scratch_floats,
+                                     compute_context **out, strata_error *err)
+{
+    *out = NULL;
+    if (thread_count <= 0)
+        thread_count = thread_count_available();
+    compute_context *context = calloc(1, sizeof *context);
+    if (context == NULL)
+        return strata_fail(err, STRATA_E_OUT_OF_MEMORY, "cannot allocate a compute context");
+    context->thread_count = thread_count;
+    context->quant = quant_kernels_selected();
+    context->vector = vector_kernels_selected();
+    context->scratch = calloc((size_t)thread_count, sizeof *context->scratch);
+    strata_status status = context->scratch == NULL
+        ? strata_fail(err, STRATA_E_OUT_OF_MEMORY, "cannot allocate scratch pointers")
+        : thread_pool_create(thread_count, &context->pool, err);
+    if (status == STRATA_OK)
+        status = compute_context_reserve(context, scratch_floats, err);
+    if (status != STRATA_OK) {
+        compute_context_destroy(context);
+        return status;
+    }
+    *out = context;
+    return STRATA_OK;
+}
+
+void compute_context_destroy(compute_context *context)
+{
+    if (context == NULL)
+        return;
+    thread_pool_destroy(context->pool);
+    if (context->scratch != NULL)
+        for (int i = 0; i < context->thread_count; i++)
+            free(context->scratch[i]);
+    free(context->scratch);
+    free(context);
+}
+
+strata_status compute_context_reserve(compute_context *context, int64_t floats, strata_error *err)
+{
+    if (floats <= context->scratch_floats)
+        return STRATA_OK;
+    for (int i = 0; i < context->thread_count; i++) {
+        float *grown = realloc(context->scratch[i], (size_t)floats * sizeof(float));
+        if (grown == NULL)
+            return strata_fail(err, STRATA_E_OUT_OF_MEMORY,
+                               "cannot allocate %lld floats of scratch for thread %d",
+                               (long long)floats, i);
+        context->scratch[i] = grown;
+    }
+    context->scratch_floats = floats;
+    return STRATA_OK;
+}
+
+void compute_weight_row(const compute_context *context, const weight_matrix *w, int64_t row, float *out)
+{
+    const uint8_t *bytes = (const uint8_t *)w->data + (uint64_t)row * w->row_bytes;
+    context->quant->dequantize[w->type](bytes, out, w->cols);
+}
+
+typedef struct matmul_job {
+    compute_context *context;
+    const weight_matrix *w;
+    const float *x;
+    int64_t tokens;
+    float *y;
+} matmul_job;
+
+/* One token or a few: dot every row straight from its packed form. */
+static void matmul_rows_direct(const matmul_job *job, int64_t row_begin, int64_t row_end)
+{
+    const weight_matrix *w = job->w;
+    quant_dot_fn dot = job->context->quant->dot[w->type];
+    for (int64_t r = row_begin; r < row_end; r++) {
+        const uint8_t *row = (const uint8_t *)w->data + (uint64_t)r * w->row_bytes;
+        for (int64_t t = 0; t < job->tokens; t++)
+            job->y[t * w->rows + r] = dot(row, job->x + t * w->cols, w->cols);
+    }
+}
+
+/* Many tokens: dequantize a panel of rows once, multiply it with every token. */
+static void matmul_rows_panel(const matmul_job *job, int64_t row_begin, int64_t row_end, float *panel)
+{
+    const weight_matrix *w = job->w;
+    const vector_kernels *vector = job->context->vector;
+    int64_t k = w->cols, n = w->rows;
+    for (int64_t panel_begin = row_begin; panel_begin < row_end; panel_begin += PANEL_ROWS) {
+        int64_t panel_rows = row_end - panel_begin < PANEL_ROWS ? row_end - panel_begin : PANEL_ROWS;
+        const float *weights;
+        if (w->type == TENSOR_F32) {
+            weights = (const float *)((const uint8_t *)w->data + (uint64_t)panel_begin * w->row_bytes);
+        } else {
+            for (int64_t r = 0; r < panel_rows; r++)
+                compute_weight_row(job->context, w, panel_begin + r, panel + r * k);
+            weights = panel;
+        }
+        int64_t full_rows = panel_rows & ~(int64_t)3;
+        int64_t full_tokens = job->tokens & ~(int64_t)3;
+        for (int64_t t = 0; t < full_tokens; t += 4)
+            for (int64_t r = 0; r < full_rows; r += 4)
+                vector->dot_4x4(weights + r * k, k, job->x + t * k, k, k,
+                                job->y + t * n + panel_begin + r, n);
+        for (int64_t t = 0; t < job->tokens; t++) {
+            int64_t first_row = t < full_tokens ? full_rows : 0;
+            for (int64_t r = first_row; r < panel_rows; r++)
+                job->y[t * n + panel_begin + r] = vector->dot(weights + r * k, job->x + t * k, k);
+        }
+    }
+}
+
+static void matmul_task(void *argument, int thread_index, int thread_count)
+{
+    const matmul_job *job = argument;
+    long begin, end;
+    thread_range((long)job->w->rows, thread_index, thread_count, PANEL_ROWS, &begin, &end);
+    if (begin >= end)
+        return;
+    if (job->tokens < 4)
+        matmul_rows_direct(job, begin, end);
+    else
+        matmul_rows_panel(job, begin, end, job->context->scratch[thread_index]);
+}
+
+void compute_matmul(compute_context *context, const weight_matrix *w, const float *x, int64_t tokens,
+                    float *y)
+{
+    matmul_job job = {.context = context, .w = w, .x = x, .tokens = tokens, .y = y};
+    thread_pool_run(context->pool, matmul_task, &job);
+}
+
+void compute_rms_norm(const float *x, const float *weight, float *out, int64_t rows, int64_t n,
+                      float eps)
+{
+    for (int64_t t = 0; t < rows; t++) {
+        const float *row = x + t * n;
+        double sum_of_squares = 0.0;
+        for (int64_t i = 0; i < n; i++)
+            sum_of_squares += (double)row[i] * row[i];
+        float inverse = (float)(1.0 / sqrt(sum_of_squares / (double)n + eps));
+        float *destination = out + t * n;
+        for (int64_t i = 0; i < n; i++)
+            destination[i] = row[i] * inverse * (weight != NULL ? weight[i] : 1.0f);
+    }
+}
+
+void compute_add(float *x, const float *y, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        x[i] += y[i];
+}
+
+void compute_add_bias(float *x, const float *bias, int64_t n, int64_t width)
+{
+    for (int64_t i = 0; i < n; i++)
+        x[i] += bias[i % width];
+}
+
+void compute_rope(float *x, int64_t tokens, int64_t heads, int64_t head_dim, int64_t stride,
+                  const int64_t *positions, const rope_params *params)
+{
+    int64_t pairs = params->rotated_dims / 2;
+    for (int64_t t = 0; t < tokens; t++) {
+        double position = (double)positions[t] * params->frequency_scale;
+        for (int64_t i = 0; i < pairs; i++) {
+            double exponent = -2.0 * (double)i / (double)params->rotated_dims;
+            double angle = position * pow((double)params->base, exponent);
+            if (params->frequency_factors != NULL)
+                angle /= params->frequency_factors[i];
+            float cosine = (float)cos(angle), sine = (float)sin(angle);
+            for (int64_t h = 0; h < heads; h++) {
+                float *head = x + t * stride + h * head_dim;
+                int64_t first = params->style == ROPE_NORM ? 2 * i : i;
+                int64_t second = params->style == ROPE_NORM ? 2 * i + 1 : i + pairs;
+                float a = head[first], b = head[second];
+                head[first] = a * cosine - b * sine;
+                head[second] = a * sine + b * cosine;
+            }
+        }
+    }
+}
+
+void compute_silu_mul(float *gate, const float *up, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        gate[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
+void compute_gelu_tanh_mul(float *gate, const float *up, int64_t n)
+{
+    const float sqrt_2_over_pi = 0.7978845608028654f;
+    for (int64_t i = 0; i < n; i++) {
+        float v = gate[i];
+        gate[i] = 0.5f * v * (1.0f + tanhf(sqrt_2_over_pi * (v + 0.044715f * v * v * v))) * up[i];
+    }
+}
+
+void compute_soft_cap(float *x, int64_t n, float cap)
+{
+    for (int64_t i = 0; i < n; i++)
+        x[i] = cap * tanhf(x[i] / cap);
+}
+
+typedef struct attention_job {
+    compute_context *context;
+    const attention_args *args;
+} attention_job;
+
+static void attention_one(const attention_args *args, const vector_kernels *vector, int64_t t,
+                          int64_t h, float *scores)
+{
+    int64_t group = args->heads / args->kv_heads;
+    int64_t kv_head = h / group;
+    int64_t d = args->head_dim;
+    const float *q = args->queries + (t * args->heads + h) * d;
+    const float *keys = args->keys + kv_head * args->capacity * d;
+    int64_t value_dim = args->value_dim;
+    const float *values = args->values + kv_head * args->capacity * value_dim;
+    float *out = args->output + (t * args->heads + h) * value_dim;
+    int64_t last = args->positions[t];
+    int64_t first = 0;
+    if (args->window > 0 && last - args->window + 1 > 0)
+        first = last - args->window + 1;
+    float max_score = -INFINITY;
+    for (int64_t p = first; p <= last; p++) {
+        float s = vector->dot(q, keys + p * d, d) * args->scale;
+        scores[p - first] = s;
+        if (s > max_score)
+            max_score = s;
+    }
+    float sum = 0.0f;
+    for (int64_t p = first; p <= last; p++) {
+        float e = expf(scores[p - first] - max_score);
+        scores[p - first] = e;
+        sum += e;
+    }
+    memset(out, 0, (size_t)value_dim * sizeof(float));
+    float inverse = 1.0f / sum;
+    for (int64_t p = first; p <= last; p++)
+        vector->axpy(out, scores[p - first] * inverse, values + p * value_dim, value_dim);
+}
+
+static void attention_task(void *argument, int thread_index, int thread_count)
+{
+    const attention_job *job = argument;
+    const attention_args *args = job->args;
+    /* Interleaved, not in ranges: later tokens see more keys and cost more. */
+    long pairs = (long)(args->tokens * args->heads);
+    float *scores = job->context->scratch[thread_index];
+    for (long pair = thread_index; pair < pairs; pair += thread_count)
+        attention_one(args, job->context->vector, pair / args->heads, pair % args->heads, scores);
+}
+
+void compute_attention(compute_context *context, const attention_args *args)
+{
+    attention_job job = {.context = context, .args = args};
+    thread_pool_run(context->pool, attention_task, &job);
+}

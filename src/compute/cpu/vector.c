@@ -1,0 +1,52 @@
+/* compute/cpu/vector.c: the scalar f32 vector kernels (the specification) and
+ * the choice of SIMD level. */
+#include "compute/cpu/vector.h"
+
+#include <stddef.h>
+
+static float scalar_dot(const float *a, const float *b, int64_t n)
+{
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n; i++)
+        sum += a[i] * b[i];
+    return sum;
+}
+
+static void scalar_axpy(float *y, float a, const float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] += a * x[i];
+}
+
+static void scalar_dot_4x4(const float *w, int64_t w_stride, const float *x, int64_t x_stride,
+                           int64_t k, float *y, int64_t y_stride)
+{
+    for (int t = 0; t < 4; t++)
+        for (int r = 0; r < 4; r++)
+            y[t * y_stride + r] = scalar_dot(w + r * w_stride, x + t * x_stride, k);
+}
+
+const vector_kernels vector_kernels_scalar = {
+    .level = SIMD_SCALAR,
+    .dot = scalar_dot,
+    .axpy = scalar_axpy,
+    .dot_4x4 = scalar_dot_4x4,
+};
+
+const vector_kernels *vector_kernels_for_level(simd_level level)
+{
+    switch (level) {
+    case SIMD_SCALAR: return &vector_kernels_scalar;
+    case SIMD_AVX2: return &vector_kernels_avx2;
+    case SIMD_AVX512: return &vector_kernels_avx512;
+    }
+    return NULL;
+}
+
+const vector_kernels *vector_kernels_selected(void)
+{
+    static const vector_kernels *selected;
+    if (selected == NULL)
+        selected = vector_kernels_for_level(cpu_simd_level_selected());
+    return selected;
+}

@@ -1,0 +1,35 @@
+/* compute/cpu/vector.h: f32 vector kernels the forward pass is built from.
+ *
+ * A small table of function pointers per SIMD level, like quant/kernels.h:
+ * the scalar versions in vector.c are the specification, the AVX2 and
+ * AVX-512 versions beside them must agree (tests/compute/test_vector.c).
+ *   dot(a, b, n)                    sum a[i] * b[i]
+ *   axpy(y, a, x, n)                y[i] += a * x[i]
+ *   dot_4x4(w, ws, x, xs, k, y, ys) y[t*ys + r] = dot(w + r*ws, x + t*xs, k) for r, t < 4:
+ *                                   the register-blocked core of matrix-matrix products. */
+#ifndef STRATA_COMPUTE_CPU_VECTOR_H
+#define STRATA_COMPUTE_CPU_VECTOR_H
+
+#include <stdint.h>
+
+#include "base/cpu_features.h"
+
+typedef struct vector_kernels {
+    simd_level level;
+    float (*dot)(const float *a, const float *b, int64_t n);
+    void (*axpy)(float *y, float a, const float *x, int64_t n);
+    void (*dot_4x4)(const float *w, int64_t w_stride, const float *x, int64_t x_stride, int64_t k,
+                    float *y, int64_t y_stride);
+} vector_kernels;
+
+/* Returns the vector kernels of one SIMD level, or NULL if it is not built in. */
+const vector_kernels *vector_kernels_for_level(simd_level level);
+/* Returns the kernels for cpu_simd_level_selected() (cached). */
+const vector_kernels *vector_kernels_selected(void);
+
+/* The per-level tables, defined in vector.c, vector_avx2.c and vector_avx512.c. */
+extern const vector_kernels vector_kernels_scalar;
+extern const vector_kernels vector_kernels_avx2;
+extern const vector_kernels vector_kernels_avx512;
+
+#endif

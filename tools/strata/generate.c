@@ -1,0 +1,291 @@
+/* tools/strata/generate.c: `strata generate`: prefill a prompt, then decode and
+ * stream the generated text to stdout.
+ *
+ * Only generated text goes to stdout; the loading message, the seed and the
+ * timings go to stderr, so the output can be piped. Text that might be the
+ * start of a stop string is held back until it is clear it is not. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "commands.h"
+#include "options.h"
+#include "strata.h"
+
+enum { MAX_STOP_STRINGS = 16 };
+
+typedef struct generate_options {
+    const char *model_path;
+    const char *prompt;
+    const char *prompt_file;
+    const char *system_message;
+    long long max_tokens;
+    long long threads;
+    long long context;
+    bool chat;
+    bool seed_given;
+    strata_sampler_options sampling;
+    const char *stop[MAX_STOP_STRINGS];
+    int stop_count;
+} generate_options;
+
+static void print_help(FILE *stream)
+{
+    fprintf(stream,
+            "usage: strata generate [-m MODEL] (-p TEXT | -f FILE) [options]\n\n"
+            "  -m, --model FILE        GGUF model (default: the fetched Gemma 3 270M)\n"
+            "  -p, --prompt TEXT       prompt text\n"
+            "  -f, --file FILE         read the prompt from a file\n"
+            "  -n, --n-predict N       tokens to generate at most (default 128)\n"
+            "      --chat              wrap the prompt in the model's chat format\n"
+            "      --system TEXT       system message (with --chat)\n"
+            "      --temp T            temperature; 0 is greedy (default 0.8)\n"
+            "      --top-k K           keep the K most likely tokens; 0 disables (default 40)\n"
+            "      --top-p P           nucleus sampling; 1 disables (default 0.95)\n"
+            "      --min-p P           drop tokens below P times the best; 0 disables (default 0.05)\n"
+            "      --repeat-penalty R  penalty for recent tokens; 1 disables (default 1)\n"
+            "      --repeat-last-n N   how many recent tokens the penalty sees (default 64)\n"
+            "      --seed S            random seed (default: from the clock, printed)\n"
+            "      --stop TEXT         stop when TEXT is generated (repeatable)\n"
+            "  -t, --threads N         compute threads (default: one per core)\n"
+            "  -c, --ctx-size N        context length (default: the model's, at most 8192)\n");
+}
+
+static int parse_options(int argc, char **argv, generate_options *o)
+{
+    *o = (generate_options){.max_tokens = 128};
+    o->sampling = strata_sampler_defaults();
+    o->sampling.temperature = 0.8f;
+    o->sampling.top_k = 40;
+    o->sampling.top_p = 0.95f;
+    o->sampling.min_p = 0.05f;
+    for (int i = 1; i < argc; i++) {
+        const char *flag = argv[i];
+        const char *value = NULL;
+        long long integer;
+        double number;
+#define VALUE() ((value = option_value("generate", argc, argv, &i)) != NULL)
+        if (strcmp(flag, "-h") == 0 || strcmp(flag, "--help") == 0) {
+            print_help(stdout);
+            return 0;
+        } else if (strcmp(flag, "-m") == 0 || strcmp(flag, "--model") == 0) {
+            if (!VALUE()) return 2;
+            o->model_path = value;
+        } else if (strcmp(flag, "-p") == 0 || strcmp(flag, "--prompt") == 0) {
+            if (!VALUE()) return 2;
+            o->prompt = value;
+        } else if (strcmp(flag, "-f") == 0 || strcmp(flag, "--file") == 0) {
+            if (!VALUE()) return 2;
+            o->prompt_file = value;
+        } else if (strcmp(flag, "--system") == 0) {
+            if (!VALUE()) return 2;
+            o->system_message = value;
+        } else if (strcmp(flag, "--chat") == 0) {
+            o->chat = true;
+        } else if (strcmp(flag, "-n") == 0 || strcmp(flag, "--n-predict") == 0) {
+            if (!VALUE() || !option_parse_integer("generate", flag, value, 0, 1 << 30, &o->max_tokens)) return 2;
+        } else if (strcmp(flag, "-t") == 0 || strcmp(flag, "--threads") == 0) {
+            if (!VALUE() || !option_parse_integer("generate", flag, value, 1, 1024, &o->threads)) return 2;
+        } else if (strcmp(flag, "-c") == 0 || strcmp(flag, "--ctx-size") == 0) {
+            if (!VALUE() || !option_parse_integer("generate", flag, value, 1, 1 << 24, &o->context)) return 2;
+        } else if (strcmp(flag, "--temp") == 0) {
+            if (!VALUE() || !option_parse_float("generate", flag, value, 0, 100, &number)) return 2;
+            o->sampling.temperature = (float)number;
+        } else if (strcmp(flag, "--top-k") == 0) {
+            if (!VALUE() || !option_parse_integer("generate", flag, value, 0, 1 << 24, &integer)) return 2;
+            o->sampling.top_k = (int32_t)integer;
+        } else if (strcmp(flag, "--top-p") == 0) {
+            if (!VALUE() || !option_parse_float("generate", flag, value, 1e-6, 1, &number)) return 2;
+            o->sampling.top_p = (float)number;
+        } else if (strcmp(flag, "--min-p") == 0) {
+            if (!VALUE() || !option_parse_float("generate", flag, value, 0, 1, &number)) return 2;
+            o->sampling.min_p = (float)number;
+        } else if (strcmp(flag, "--repeat-penalty") == 0) {
+            if (!VALUE() || !option_parse_float("generate", flag, value, 1e-3, 100, &number)) return 2;
+            o->sampling.repetition_penalty = (float)number;
+        } else if (strcmp(flag, "--repeat-last-n") == 0) {
+            if (!VALUE() || !option_parse_integer("generate", flag, value, 0, 1 << 20, &integer)) return 2;
+            o->sampling.repetition_window = (int32_t)integer;
+        } else if (strcmp(flag, "--seed") == 0) {
+            if (!VALUE() || !option_parse_integer("generate", flag, value, 0, INT64_MAX, &integer)) return 2;
+            o->sampling.seed = (uint64_t)integer;
+            o->seed_given = true;
+        } else if (strcmp(flag, "--stop") == 0) {
+            if (!VALUE()) return 2;
+            if (value[0] == '\0' || o->stop_count == MAX_STOP_STRINGS) {
+                fprintf(stderr, "strata generate: --stop takes a non-empty text, at most %d times\n",
+                        MAX_STOP_STRINGS);
+                return 2;
+            }
+            o->stop[o->stop_count++] = value;
+        } else {
+            fprintf(stderr, "strata generate: unknown option '%s' (see --help)\n", flag);
+            return 2;
+        }
+#undef VALUE
+    }
+    if ((o->prompt == NULL) == (o->prompt_file == NULL)) {
+        fprintf(stderr, "strata generate: give the prompt with exactly one of -p TEXT or -f FILE\n");
+        return 2;
+    }
+    return -1; /* parsed; go on */
+}
+
+/* Output with stop strings: bytes wait in `pending` while they could still
+ * become a stop string. */
+typedef struct output_stream {
+    char *pending;
+    size_t length;
+    size_t capacity;
+    const generate_options *options;
+} output_stream;
+
+/* Appends text; returns true when a stop string completed (text before it is written). */
+static bool output_push(output_stream *out, const char *text, size_t length)
+{
+    if (out->length + length + 1 > out->capacity) {
+        size_t capacity = (out->length + length + 1) * 2;
+        char *grown = realloc(out->pending, capacity);
+        if (grown == NULL)
+            return true;
+        out->pending = grown;
+        out->capacity = capacity;
+    }
+    memcpy(out->pending + out->length, text, length);
+    out->length += length;
+    out->pending[out->length] = '\0';
+    size_t stop_at = out->length;
+    for (int i = 0; i < out->options->stop_count; i++) {
+        const char *found = strstr(out->pending, out->options->stop[i]);
+        if (found != NULL && (size_t)(found - out->pending) < stop_at)
+            stop_at = (size_t)(found - out->pending);
+    }
+    if (stop_at < out->length) {
+        fwrite(out->pending, 1, stop_at, stdout);
+        out->length = 0;
+        return true;
+    }
+    /* Hold back the longest tail that is a prefix of a stop string. */
+    size_t hold = 0;
+    for (int i = 0; i < out->options->stop_count; i++) {
+        size_t stop_length = strlen(out->options->stop[i]);
+        for (size_t tail = stop_length - 1; tail > hold; tail--)
+            if (tail <= out->length && memcmp(out->pending + out->length - tail, out->options->stop[i], tail) == 0) {
+                hold = tail;
+                break;
+            }
+    }
+    fwrite(out->pending, 1, out->length - hold, stdout);
+    memmove(out->pending, out->pending + out->length - hold, hold);
+    out->length = hold;
+    fflush(stdout);
+    return false;
+}
+
+static double now_seconds(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+int command_generate(int argc, char **argv)
+{
+    generate_options o;
+    int parsed = parse_options(argc, argv, &o);
+    if (parsed >= 0)
+        return parsed;
+    char default_model[1024];
+    if (o.model_path == NULL)
+        o.model_path = option_default_model(default_model, sizeof default_model);
+    if (!o.seed_given)
+        o.sampling.seed = (uint64_t)time(NULL);
+
+    char *prompt_text = NULL;
+    size_t prompt_length = 0;
+    if (o.prompt_file != NULL && (prompt_text = option_read_file("generate", o.prompt_file, &prompt_length)) == NULL)
+        return 1;
+    const char *prompt = o.prompt_file != NULL ? prompt_text : o.prompt;
+
+    strata_error error = {0};
+    strata_model *model = NULL;
+    strata_session *session = NULL;
+    strata_sampler *sampler = NULL;
+    char *chat_prompt = NULL;
+    int32_t *tokens = NULL;
+    size_t token_count = 0;
+    output_stream out = {.options = &o};
+    int exit_code = 1;
+    strata_model_options model_options = {.threads = (int)o.threads};
+    strata_session_options session_options = {.context_length = (int32_t)o.context};
+
+    double load_start = now_seconds();
+    if (strata_model_open(o.model_path, &model_options, &model, &error) != STRATA_OK)
+        goto fail;
+    if (o.chat && strata_chat_prompt(model, o.system_message, prompt, &chat_prompt, &error) != STRATA_OK)
+        goto fail;
+    const char *text = o.chat ? chat_prompt : prompt;
+    /* A chat prompt carries its control tokens as text; plain prompts are taken literally. */
+    if (strata_tokenize(model, text, strlen(text), true, o.chat, &tokens, &token_count, &error) != STRATA_OK)
+        goto fail;
+    if (token_count == 0) {
+        fprintf(stderr, "strata generate: the prompt is empty\n");
+        goto cleanup;
+    }
+    if (strata_session_create(model, &session_options, &session, &error) != STRATA_OK)
+        goto fail;
+    if (strata_sampler_create(&o.sampling, strata_model_vocab_size(model), &sampler, &error) != STRATA_OK)
+        goto fail;
+    fprintf(stderr, "strata: %s (%s), %zu prompt tokens, seed %llu, loaded in %.2f s\n", strata_model_name(model),
+            strata_model_architecture(model), token_count, (unsigned long long)o.sampling.seed,
+            now_seconds() - load_start);
+    for (size_t i = 0; i < token_count; i++)
+        strata_sampler_accept(sampler, tokens[i]);
+
+    double prefill_start = now_seconds();
+    if (strata_session_append(session, tokens, token_count, false, &error) != STRATA_OK)
+        goto fail;
+    double decode_start = now_seconds();
+    long long generated = 0;
+    char piece[256];
+    while (generated < o.max_tokens) {
+        int32_t next = strata_sampler_sample(sampler, strata_session_logits(session, 0));
+        generated++;
+        if (strata_token_is_end_of_generation(model, next))
+            break;
+        size_t length = strata_token_to_text(model, next, piece, sizeof piece);
+        if (output_push(&out, piece, length < sizeof piece ? length : sizeof piece))
+            break;
+        if (generated == o.max_tokens)
+            break;
+        if (strata_session_append(session, &next, 1, false, &error) != STRATA_OK) {
+            if (error.status == STRATA_E_CONTEXT_FULL) {
+                fprintf(stderr, "\nstrata generate: stopped: %s\n", error.message);
+                break;
+            }
+            goto fail;
+        }
+    }
+    fwrite(out.pending, 1, out.length, stdout);
+    fputc('\n', stdout);
+    fflush(stdout);
+    double end = now_seconds();
+    double prefill_seconds = decode_start - prefill_start, decode_seconds = end - decode_start;
+    fprintf(stderr, "strata: prefill %zu tokens in %.3f s (%.1f tok/s); generated %lld tokens in %.3f s (%.1f tok/s)\n",
+            token_count, prefill_seconds, (double)token_count / prefill_seconds, generated, decode_seconds,
+            generated > 0 ? (double)generated / decode_seconds : 0.0);
+    exit_code = 0;
+    goto cleanup;
+fail:
+    fprintf(stderr, "strata generate: %s\n", error.message);
+cleanup:
+    free(out.pending);
+    free(tokens);
+    free(chat_prompt);
+    free(prompt_text);
+    strata_sampler_destroy(sampler);
+    strata_session_destroy(session);
+    strata_model_close(model);
+    return exit_code;
+}
