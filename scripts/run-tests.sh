@@ -50,11 +50,11 @@ run_pytest() {
 echo "== C tests, Release build"
 run_ctest "$release"
 echo "== C tests, ASan + UBSan build"
-ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 run_ctest "$sanitize"
+ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 UBSAN_OPTIONS=print_stacktrace=1 run_ctest "$sanitize"
 echo "== Python tests against the Release binary"
 STRATA_BIN="$release/strata" run_pytest tests/python
 echo "== tiny-model tests against the ASan + UBSan binary"
-STRATA_BIN="$sanitize/strata" ASAN_OPTIONS=detect_leaks=1 run_pytest tests/python/test_tiny_models.py
+STRATA_BIN="$sanitize/strata" ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 run_pytest tests/python/test_tiny_models.py
 
 echo "tests: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -1,9 +1,10 @@
 /* engine/sampler.c: choosing the next token from logits.
  *
  * Order of operations, as llama.cpp's default chain applies them: repetition
- * penalty over the recent window, then (unless greedy) temperature, top-k,
- * top-p (nucleus), min-p, and a draw from the remaining distribution with a
- * seeded xoshiro256** generator, so a seed reproduces a run exactly.
+ * penalty over the recent window, then (unless greedy) top-k, top-p
+ * (nucleus) and min-p on the untempered distribution, then temperature on
+ * what is left, and a draw with a seeded xoshiro256** generator, so a seed
+ * reproduces a run exactly.
  * Implements the strata_sampler_* functions of strata.h. */
 #include <math.h>
 #include <stdlib.h>
@@ -21,6 +22,7 @@ struct strata_sampler {
     strata_sampler_options options;
     int32_t vocab_size;
     candidate *candidates;
+    double *weights;       /* per candidate, reused every call */
     int32_t *recent;       /* ring of the last repetition_window tokens */
     int32_t recent_count;
     int32_t recent_next;
@@ -92,8 +94,9 @@ strata_status strata_sampler_create(const strata_sampler_options *options, int32
     s->options = *options;
     s->vocab_size = vocab_size;
     s->candidates = malloc((size_t)vocab_size * sizeof *s->candidates);
+    s->weights = malloc((size_t)vocab_size * sizeof *s->weights);
     s->recent = malloc((size_t)(options->repetition_window > 0 ? options->repetition_window : 1) * sizeof(int32_t));
-    if (s->candidates == NULL || s->recent == NULL) {
+    if (s->candidates == NULL || s->weights == NULL || s->recent == NULL) {
         strata_sampler_destroy(s);
         return strata_fail(err, STRATA_E_OUT_OF_MEMORY, "cannot allocate sampler buffers for %d tokens", vocab_size);
     }
@@ -109,6 +112,7 @@ void strata_sampler_destroy(strata_sampler *sampler)
     if (sampler == NULL)
         return;
     free(sampler->candidates);
+    free(sampler->weights);
     free(sampler->recent);
     free(sampler);
 }
@@ -184,13 +188,13 @@ int32_t strata_sampler_sample(strata_sampler *s, const float *logits)
             count = o->top_k;
         } else {
             /* Without top-k, sorting all 262144 candidates each token is slow; tokens
-             * more than 30 temperatures below the best have weight < e^-30 each, so
+             * more than 30 (times the temperature, if above 1) below the best have weight < e^-30 each, so
              * dropping them first changes no probability by more than 1e-7. */
             float best = c[0].logit;
             for (int32_t i = 1; i < count; i++)
                 if (c[i].logit > best)
                     best = c[i].logit;
-            float floor = best - 30.0f * o->temperature;
+            float floor = best - 30.0f * (o->temperature > 1.0f ? o->temperature : 1.0f);
             int32_t kept = 0;
             for (int32_t i = 0; i < count; i++)
                 if (c[i].logit >= floor)
@@ -199,26 +203,15 @@ int32_t strata_sampler_sample(strata_sampler *s, const float *logits)
             qsort(c, (size_t)count, sizeof *c, by_logit_descending);
         }
         double max_logit = c[0].logit, sum = 0.0;
-        double *weights = malloc((size_t)count * sizeof(double));
-        if (weights == NULL)
-            return c[0].token; /* out of memory: fall back to the most likely token */
-        for (int32_t i = 0; i < count; i++) {
-            weights[i] = exp(((double)c[i].logit - max_logit) / o->temperature);
-            sum += weights[i];
-        }
+        double *weights = s->weights;
+        for (int32_t i = 0; i < count; i++)
+            weights[i] = exp((double)c[i].logit - max_logit); /* temperature 1 for the filters */
         int32_t kept = count;
-        if (o->min_p > 0.0f) /* drop tokens below min_p times the best one's probability */
-            for (int32_t i = 1; i < kept; i++)
-                if (weights[i] < o->min_p * weights[0]) {
-                    kept = i;
-                    break;
-                }
         if (o->top_p < 1.0f) {
-            double total = 0.0;
-            for (int32_t i = 0; i < kept; i++)
+            double total = 0.0, running = 0.0;
+            for (int32_t i = 0; i < count; i++)
                 total += weights[i];
-            double running = 0.0;
-            for (int32_t i = 0; i < kept; i++) {
+            for (int32_t i = 0; i < count; i++) {
                 running += weights[i];
                 if (running >= o->top_p * total) {
                     kept = i + 1;
@@ -226,9 +219,16 @@ int32_t strata_sampler_sample(strata_sampler *s, const float *logits)
                 }
             }
         }
-        sum = 0.0;
-        for (int32_t i = 0; i < kept; i++)
+        if (o->min_p > 0.0f) /* drop tokens below min_p times the best one's probability */
+            for (int32_t i = 1; i < kept; i++)
+                if (weights[i] < o->min_p * weights[0]) {
+                    kept = i;
+                    break;
+                }
+        for (int32_t i = 0; i < kept; i++) {
+            weights[i] = exp(((double)c[i].logit - max_logit) / o->temperature);
             sum += weights[i];
+        }
         double target = next_uniform(s) * sum, running = 0.0;
         chosen = c[kept - 1].token;
         for (int32_t i = 0; i < kept; i++) {
@@ -238,7 +238,6 @@ int32_t strata_sampler_sample(strata_sampler *s, const float *logits)
                 break;
             }
         }
-        free(weights);
     }
     strata_sampler_accept(s, chosen);
     return chosen;
