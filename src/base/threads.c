@@ -55,7 +55,10 @@ static void *worker_main(void *argument)
         while ((current = atomic_load_explicit(&pool->generation, memory_order_acquire)) == seen &&
                !atomic_load_explicit(&pool->stopping, memory_order_acquire)) {
             if (++spins < SPIN_ITERATIONS_BEFORE_SLEEP) {
-                CPU_RELAX();
+                if (spins % 1024 == 0)
+                    sched_yield(); /* let a descheduled thread of ours run */
+                else
+                    CPU_RELAX();
                 continue;
             }
             pthread_mutex_lock(&pool->mutex);
@@ -138,8 +141,15 @@ void thread_pool_run(thread_pool *pool, thread_pool_task task, void *context)
         pthread_mutex_unlock(&pool->mutex);
     }
     task(context, 0, pool->thread_count);
-    while (atomic_load_explicit(&pool->finished, memory_order_acquire) < pool->thread_count - 1)
-        CPU_RELAX();
+    /* Spin for the stragglers, yielding now and then: on a machine with more
+     * runnable threads than cores a descheduled worker needs our core. */
+    for (unsigned spins = 1; atomic_load_explicit(&pool->finished, memory_order_acquire) < pool->thread_count - 1;
+         spins++) {
+        if (spins % 1024 == 0)
+            sched_yield();
+        else
+            CPU_RELAX();
+    }
 }
 
 int thread_pool_size(const thread_pool *pool)

@@ -333,9 +333,13 @@ strata_status strata_model_open(const char *path, const strata_model_options *op
                              path, (long long)tokenizer_vocab_size(model->tokenizer),
                              (long long)model->params.vocab_size);
     if (status == STRATA_OK) {
-        int64_t scratch = 16 * (model->params.max_feed_forward_length > model->params.embedding_length * 4
-                                    ? model->params.max_feed_forward_length
-                                    : model->params.embedding_length * 4);
+        const model_params *p = &model->params;
+        int64_t widest = p->max_feed_forward_length;
+        if (p->embedding_length > widest)
+            widest = p->embedding_length;
+        if (p->head_count * p->value_length > widest)
+            widest = p->head_count * p->value_length;
+        int64_t scratch = (PANEL_ROWS + 1) * widest; /* matmul panels; attention reserves its own */
         status = compute_context_create(options != NULL ? options->threads : 0, scratch, &model->compute, err);
     }
     if (status == STRATA_OK) {

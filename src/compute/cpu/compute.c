@@ -11,12 +11,11 @@
 #include "compute/cpu/compute.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/error.h"
-
-enum { PANEL_ROWS = 16 };
 
 strata_status compute_context_create(int thread_count, int64_t scratch_floats,
                                      compute_context **out, strata_error *err)
@@ -98,33 +97,27 @@ static void matmul_rows_direct(const matmul_job *job, int64_t row_begin, int64_t
     }
 }
 
-/* Many tokens: dequantize a panel of rows once, multiply it with every token. */
-static void matmul_rows_panel(const matmul_job *job, int64_t row_begin, int64_t row_end, float *panel)
+/* Many tokens: dequantize a panel of rows once, transposed, and multiply it
+ * with every token. Scratch holds the panel (PANEL_ROWS * cols) and one row. */
+static void matmul_rows_panel(const matmul_job *job, int64_t row_begin, int64_t row_end, float *scratch)
 {
     const weight_matrix *w = job->w;
-    const vector_kernels *vector = job->context->vector;
     int64_t k = w->cols, n = w->rows;
+    float *panel = scratch, *row = scratch + PANEL_ROWS * k;
     for (int64_t panel_begin = row_begin; panel_begin < row_end; panel_begin += PANEL_ROWS) {
         int64_t panel_rows = row_end - panel_begin < PANEL_ROWS ? row_end - panel_begin : PANEL_ROWS;
-        const float *weights;
-        if (w->type == TENSOR_F32) {
-            weights = (const float *)((const uint8_t *)w->data + (uint64_t)panel_begin * w->row_bytes);
-        } else {
-            for (int64_t r = 0; r < panel_rows; r++)
-                compute_weight_row(job->context, w, panel_begin + r, panel + r * k);
-            weights = panel;
+        for (int64_t r = 0; r < PANEL_ROWS; r++) {
+            if (r < panel_rows) {
+                compute_weight_row(job->context, w, panel_begin + r, row);
+                for (int64_t j = 0; j < k; j++)
+                    panel[j * PANEL_ROWS + r] = row[j];
+            } else {
+                for (int64_t j = 0; j < k; j++)
+                    panel[j * PANEL_ROWS + r] = 0.0f; /* lanes past the matrix: computed, never stored */
+            }
         }
-        int64_t full_rows = panel_rows & ~(int64_t)3;
-        int64_t full_tokens = job->tokens & ~(int64_t)3;
-        for (int64_t t = 0; t < full_tokens; t += 4)
-            for (int64_t r = 0; r < full_rows; r += 4)
-                vector->dot_4x4(weights + r * k, k, job->x + t * k, k, k,
-                                job->y + t * n + panel_begin + r, n);
-        for (int64_t t = 0; t < job->tokens; t++) {
-            int64_t first_row = t < full_tokens ? full_rows : 0;
-            for (int64_t r = first_row; r < panel_rows; r++)
-                job->y[t * n + panel_begin + r] = vector->dot(weights + r * k, job->x + t * k, k);
-        }
+        job->context->vector->panel_multiply(panel, k, job->x, k, job->tokens, job->y + panel_begin, n,
+                                             panel_rows);
     }
 }
 
@@ -135,7 +128,10 @@ static void matmul_task(void *argument, int thread_index, int thread_count)
     thread_range((long)job->w->rows, thread_index, thread_count, PANEL_ROWS, &begin, &end);
     if (begin >= end)
         return;
-    if (job->tokens < 4)
+    /* The panel path needs (PANEL_ROWS + 1) * cols floats of scratch; with less
+     * (a context reserved for smaller matrices) the direct path is still exact. */
+    bool panel_fits = (PANEL_ROWS + 1) * job->w->cols <= job->context->scratch_floats;
+    if (job->tokens < 4 || !panel_fits)
         matmul_rows_direct(job, begin, end);
     else
         matmul_rows_panel(job, begin, end, job->context->scratch[thread_index]);

@@ -38,7 +38,8 @@ typedef struct compute_context {
 } compute_context;
 
 /* Creates a context with thread_count threads (0: one per core) and
- * scratch_floats floats of scratch per thread. */
+ * scratch_floats floats of scratch per thread; matrix products with
+ * several tokens need (PANEL_ROWS + 1) * cols floats of it. */
 strata_status compute_context_create(int thread_count, int64_t scratch_floats,
                                      compute_context **out, strata_error *err);
 /* Destroys a context; accepts NULL. */

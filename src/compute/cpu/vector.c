@@ -26,11 +26,24 @@ static void scalar_dot_4x4(const float *w, int64_t w_stride, const float *x, int
             y[t * y_stride + r] = scalar_dot(w + r * w_stride, x + t * x_stride, k);
 }
 
+static void scalar_panel_multiply(const float *panel, int64_t k, const float *x, int64_t x_stride,
+                                  int64_t tokens, float *y, int64_t y_stride, int64_t rows)
+{
+    for (int64_t t = 0; t < tokens; t++)
+        for (int64_t r = 0; r < rows; r++) {
+            float sum = 0.0f;
+            for (int64_t j = 0; j < k; j++)
+                sum += panel[j * PANEL_ROWS + r] * x[t * x_stride + j];
+            y[t * y_stride + r] = sum;
+        }
+}
+
 const vector_kernels vector_kernels_scalar = {
     .level = SIMD_SCALAR,
     .dot = scalar_dot,
     .axpy = scalar_axpy,
     .dot_4x4 = scalar_dot_4x4,
+    .panel_multiply = scalar_panel_multiply,
 };
 
 const vector_kernels *vector_kernels_for_level(simd_level level)

@@ -5,8 +5,14 @@
  * AVX-512 versions beside them must agree (tests/compute/test_vector.c).
  *   dot(a, b, n)                    sum a[i] * b[i]
  *   axpy(y, a, x, n)                y[i] += a * x[i]
- *   dot_4x4(w, ws, x, xs, k, y, ys) y[t*ys + r] = dot(w + r*ws, x + t*xs, k) for r, t < 4:
- *                                   the register-blocked core of matrix-matrix products. */
+ *   dot_4x4(w, ws, x, xs, k, y, ys) y[t*ys + r] = dot(w + r*ws, x + t*xs, k) for r, t < 4
+ *   panel_multiply(panel, k, x, xs, tokens, y, ys, rows)
+ *                                   y[t*ys + r] = sum_j panel[j*PANEL_ROWS + r] * x[t*xs + j]
+ *                                   for t < tokens, r < rows (<= PANEL_ROWS): the core of
+ *                                   matrix-matrix products. The panel holds PANEL_ROWS weight
+ *                                   rows transposed (column j of the panel is contiguous), so
+ *                                   each step loads weights as vectors and broadcasts one
+ *                                   activation per token: no horizontal sums. */
 #ifndef STRATA_COMPUTE_CPU_VECTOR_H
 #define STRATA_COMPUTE_CPU_VECTOR_H
 
@@ -14,12 +20,16 @@
 
 #include "base/cpu_features.h"
 
+enum { PANEL_ROWS = 32 };
+
 typedef struct vector_kernels {
     simd_level level;
     float (*dot)(const float *a, const float *b, int64_t n);
     void (*axpy)(float *y, float a, const float *x, int64_t n);
     void (*dot_4x4)(const float *w, int64_t w_stride, const float *x, int64_t x_stride, int64_t k,
                     float *y, int64_t y_stride);
+    void (*panel_multiply)(const float *panel, int64_t k, const float *x, int64_t x_stride, int64_t tokens,
+                           float *y, int64_t y_stride, int64_t rows);
 } vector_kernels;
 
 /* Returns the vector kernels of one SIMD level, or NULL if it is not built in. */

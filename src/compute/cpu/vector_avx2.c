@@ -1,6 +1,7 @@
 /* compute/cpu/vector_avx2.c: the f32 vector kernels with AVX2 and FMA
  * (8 floats per register). Tails shorter than a register run the scalar loop. */
 #include <immintrin.h>
+#include <stdbool.h>
 
 #include "compute/cpu/vector.h"
 
@@ -71,9 +72,74 @@ static void avx2_dot_4x4(const float *w, int64_t w_stride, const float *x, int64
     }
 }
 
+/* TOKENS tokens x 16 rows of the panel at a time (two 8-float registers). */
+#define PANEL_KERNEL(TOKENS)                                                                         \
+    static void panel_tokens_##TOKENS(const float *panel, int64_t k, const float *x, int64_t x_stride, \
+                                      float *y, int64_t y_stride)                                    \
+    {                                                                                                \
+        __m256 acc0[TOKENS], acc1[TOKENS];                                                           \
+        _Pragma("GCC unroll 8")                                                                     \
+        for (int t = 0; t < TOKENS; t++)                                                             \
+            acc0[t] = acc1[t] = _mm256_setzero_ps();                                                 \
+        for (int64_t j = 0; j < k; j++) {                                                            \
+            __m256 w0 = _mm256_loadu_ps(panel + j * PANEL_ROWS);                                     \
+            __m256 w1 = _mm256_loadu_ps(panel + j * PANEL_ROWS + 8);                                 \
+            _Pragma("GCC unroll 8")                                                                 \
+            for (int t = 0; t < TOKENS; t++) {                                                       \
+                __m256 xv = _mm256_broadcast_ss(x + t * x_stride + j);                               \
+                acc0[t] = _mm256_fmadd_ps(w0, xv, acc0[t]);                                          \
+                acc1[t] = _mm256_fmadd_ps(w1, xv, acc1[t]);                                          \
+            }                                                                                        \
+        }                                                                                            \
+        _Pragma("GCC unroll 8")                                                                     \
+        for (int t = 0; t < TOKENS; t++) {                                                           \
+            _mm256_storeu_ps(y + t * y_stride, acc0[t]);                                             \
+            _mm256_storeu_ps(y + t * y_stride + 8, acc1[t]);                                         \
+        }                                                                                            \
+    }
+PANEL_KERNEL(1)
+PANEL_KERNEL(2)
+PANEL_KERNEL(3)
+PANEL_KERNEL(4)
+PANEL_KERNEL(5)
+PANEL_KERNEL(6)
+#undef PANEL_KERNEL
+
+static void avx2_panel_multiply(const float *panel, int64_t k, const float *x, int64_t x_stride,
+                                int64_t tokens, float *y, int64_t y_stride, int64_t rows)
+{
+    /* Full 16-row halves go straight to y; a partial half goes through a
+     * buffer so no store lands past `rows`. */
+    float buffer[6 * 16];
+    for (int64_t half = 0; half * 16 < rows; half++) {
+        const float *half_panel = panel + half * 16;
+        int64_t valid = rows - half * 16 < 16 ? rows - half * 16 : 16;
+        for (int64_t t = 0; t < tokens; t += 6) {
+            int64_t count = tokens - t < 6 ? tokens - t : 6;
+            bool direct = valid == 16;
+            float *out = direct ? y + t * y_stride + half * 16 : buffer;
+            int64_t out_stride = direct ? y_stride : 16;
+            const float *xt = x + t * x_stride;
+            switch (count) {
+            case 6: panel_tokens_6(half_panel, k, xt, x_stride, out, out_stride); break;
+            case 5: panel_tokens_5(half_panel, k, xt, x_stride, out, out_stride); break;
+            case 4: panel_tokens_4(half_panel, k, xt, x_stride, out, out_stride); break;
+            case 3: panel_tokens_3(half_panel, k, xt, x_stride, out, out_stride); break;
+            case 2: panel_tokens_2(half_panel, k, xt, x_stride, out, out_stride); break;
+            default: panel_tokens_1(half_panel, k, xt, x_stride, out, out_stride); break;
+            }
+            if (!direct)
+                for (int64_t i = 0; i < count; i++)
+                    for (int64_t r = 0; r < valid; r++)
+                        y[(t + i) * y_stride + half * 16 + r] = buffer[i * 16 + r];
+        }
+    }
+}
+
 const vector_kernels vector_kernels_avx2 = {
     .level = SIMD_AVX2,
     .dot = avx2_dot,
     .axpy = avx2_axpy,
     .dot_4x4 = avx2_dot_4x4,
+    .panel_multiply = avx2_panel_multiply,
 };

@@ -58,9 +58,63 @@ static void avx512_dot_4x4(const float *w, int64_t w_stride, const float *x, int
             y[t * y_stride + r] = _mm512_reduce_add_ps(acc[t][r]);
 }
 
+/* TOKENS tokens x 32 rows: 2 * TOKENS accumulators; per step two weight
+ * loads and TOKENS broadcasts feed 2 * TOKENS FMAs. */
+#define PANEL_KERNEL(TOKENS)                                                                         \
+    static void panel_tokens_##TOKENS(const float *panel, int64_t k, const float *x, int64_t x_stride, \
+                                      float *y, int64_t y_stride, __mmask16 mask0, __mmask16 mask1)    \
+    {                                                                                                \
+        __m512 acc0[TOKENS], acc1[TOKENS];                                                           \
+        _Pragma("GCC unroll 8")                                                                     \
+        for (int t = 0; t < TOKENS; t++)                                                             \
+            acc0[t] = acc1[t] = _mm512_setzero_ps();                                                 \
+        for (int64_t j = 0; j < k; j++) {                                                            \
+            __m512 w0 = _mm512_loadu_ps(panel + j * PANEL_ROWS);                                     \
+            __m512 w1 = _mm512_loadu_ps(panel + j * PANEL_ROWS + 16);                                \
+            _Pragma("GCC unroll 8")                                                                 \
+            for (int t = 0; t < TOKENS; t++) {                                                       \
+                __m512 xv = _mm512_set1_ps(x[t * x_stride + j]);                                     \
+                acc0[t] = _mm512_fmadd_ps(w0, xv, acc0[t]);                                          \
+                acc1[t] = _mm512_fmadd_ps(w1, xv, acc1[t]);                                          \
+            }                                                                                        \
+        }                                                                                            \
+        _Pragma("GCC unroll 8")                                                                     \
+        for (int t = 0; t < TOKENS; t++) {                                                           \
+            _mm512_mask_storeu_ps(y + t * y_stride, mask0, acc0[t]);                                 \
+            _mm512_mask_storeu_ps(y + t * y_stride + 16, mask1, acc1[t]);                            \
+        }                                                                                            \
+    }
+PANEL_KERNEL(1)
+PANEL_KERNEL(2)
+PANEL_KERNEL(3)
+PANEL_KERNEL(4)
+PANEL_KERNEL(5)
+PANEL_KERNEL(6)
+#undef PANEL_KERNEL
+
+static void avx512_panel_multiply(const float *panel, int64_t k, const float *x, int64_t x_stride,
+                                  int64_t tokens, float *y, int64_t y_stride, int64_t rows)
+{
+    __mmask16 mask0 = tail_mask(rows), mask1 = tail_mask(rows > 16 ? rows - 16 : 0);
+    if (rows <= 16)
+        mask1 = 0;
+    int64_t t = 0;
+    for (; t + 6 <= tokens; t += 6)
+        panel_tokens_6(panel, k, x + t * x_stride, x_stride, y + t * y_stride, y_stride, mask0, mask1);
+    switch (tokens - t) {
+    case 5: panel_tokens_5(panel, k, x + t * x_stride, x_stride, y + t * y_stride, y_stride, mask0, mask1); break;
+    case 4: panel_tokens_4(panel, k, x + t * x_stride, x_stride, y + t * y_stride, y_stride, mask0, mask1); break;
+    case 3: panel_tokens_3(panel, k, x + t * x_stride, x_stride, y + t * y_stride, y_stride, mask0, mask1); break;
+    case 2: panel_tokens_2(panel, k, x + t * x_stride, x_stride, y + t * y_stride, y_stride, mask0, mask1); break;
+    case 1: panel_tokens_1(panel, k, x + t * x_stride, x_stride, y + t * y_stride, y_stride, mask0, mask1); break;
+    default: break;
+    }
+}
+
 const vector_kernels vector_kernels_avx512 = {
     .level = SIMD_AVX512,
     .dot = avx512_dot,
     .axpy = avx512_axpy,
     .dot_4x4 = avx512_dot_4x4,
+    .panel_multiply = avx512_panel_multiply,
 };
