@@ -97,7 +97,9 @@ static void attention_block(strata_model *model, kv_buffer *kv, forward_scratch 
         .style = model->arch->rope,
         .rotated_dims = p->rotated_dims,
         .base = layer->rope_base,
-        .frequency_scale = p->rope_frequency_scale,
+        /* Linear RoPE scaling stretches the global layers' long context only;
+         * sliding-window layers rotate unscaled (as llama.cpp does for Gemma 3). */
+        .frequency_scale = layer->sliding_window ? 1.0f : p->rope_frequency_scale,
         .frequency_factors = layer->sliding_window ? NULL : model->rope_frequency_factors,
     };
     compute_rope(s->query, count, p->head_count, p->key_length, q_width, s->positions, &rope);
@@ -135,9 +137,9 @@ static void feed_forward_block(strata_model *model, forward_scratch *s, int64_t 
     compute_matmul(compute, &layer->gate, s->normed, count, s->gate);
     compute_matmul(compute, &layer->up, s->normed, count, s->up);
     if (model->arch->activation == FFN_GELU_TANH)
-        compute_gelu_tanh_mul(s->gate, s->up, count * ff);
+        compute_gelu_tanh_mul(compute, s->gate, s->up, count * ff);
     else
-        compute_silu_mul(s->gate, s->up, count * ff);
+        compute_silu_mul(compute, s->gate, s->up, count * ff);
     compute_matmul(compute, &layer->down, s->gate, count, s->projected);
     add_to_residual(s->residual, s->projected, layer->post_ffn_norm, count, p->embedding_length,
                     p->rms_epsilon);

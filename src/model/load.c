@@ -2,6 +2,7 @@
  * metadata keys, every weight checked for presence, shape and type, and the
  * tokenizer. Implements strata_model_open and the model accessors of strata.h. */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,7 +72,8 @@ static strata_status read_params(loader *l)
         return status;
     if (p->embedding_length <= 0 || p->layer_count <= 0 || p->head_count <= 0 || p->layer_count > 4096)
         return strata_fail(l->err, STRATA_E_FORMAT,
-                           "%s: embedding_length %lld, block_count %lld and head_count %lld must be positive",
+                           "%s: embedding_length %lld, block_count %lld and head_count %lld must be positive "
+                           "(block_count at most 4096)",
                            l->path, (long long)p->embedding_length, (long long)p->layer_count,
                            (long long)p->head_count);
     p->kv_head_count = p->head_count;
@@ -103,6 +105,8 @@ static strata_status read_params(loader *l)
                            (long long)p->rotated_dims);
     if (p->context_length <= 0)
         p->context_length = 2048;
+    if (p->context_length > INT32_MAX)
+        p->context_length = INT32_MAX; /* positions are int32 in the public API */
 
     /* rope.scaling: linear is a frequency scale; other kinds are not supported yet. */
     snprintf(key, sizeof key, "%srope.scaling.type", l->prefix);
@@ -117,9 +121,12 @@ static strata_status read_params(loader *l)
         return status;
     bool linear = found && scaling.length == 6 && memcmp(scaling.data, "linear", 6) == 0;
     bool none = !found || (scaling.length == 4 && memcmp(scaling.data, "none", 4) == 0);
-    if (linear && factor > 0.0f)
+    if (linear && !(factor > 0.0f))
+        return strata_fail(l->err, STRATA_E_FORMAT, "%s: linear RoPE scaling needs a factor > 0, got %g",
+                           l->path, factor);
+    if (linear)
         p->rope_frequency_scale = 1.0f / factor;
-    else if (!none && !linear)
+    else if (!none)
         return strata_fail(l->err, STRATA_E_UNSUPPORTED,
                            "%s: RoPE scaling '%.*s' is not supported yet (supported: none, linear)",
                            l->path, (int)(scaling.length > 32 ? 32 : scaling.length), scaling.data);
@@ -130,6 +137,11 @@ static strata_status read_params(loader *l)
     if (feed_forward == NULL)
         return strata_fail(l->err, STRATA_E_FORMAT, "%s: required key '%s' is missing", l->path, key);
     p->attention_scale = 1.0f / sqrtf((float)p->key_length);
+    /* Gemma 3 27B (62 layers) was trained with query_pre_attn_scalar = n_embd / n_head
+     * rather than the head size; its GGUF has no key for it, so llama.cpp and
+     * strata recognize it by its depth. */
+    if (l->model->arch == &arch_gemma3 && p->layer_count == 62)
+        p->attention_scale = 1.0f / sqrtf((float)(p->embedding_length / p->head_count));
     p->embedding_scale = l->model->arch->scale_embeddings ? sqrtf((float)p->embedding_length) : 1.0f;
     return STRATA_OK;
 }

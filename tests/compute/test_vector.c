@@ -64,6 +64,36 @@ static void simd_dot_and_axpy_match_scalar(void)
     }
 }
 
+/* SiLU and GELU-tanh through the SIMD exp agree with expf/tanhf written out. */
+static void simd_gated_activations_match_the_formulas(void)
+{
+    enum { N = 1000 };
+    float gate[N], up[N], out[N];
+    for (int i = 0; i < N; i++) {
+        gate[i] = (float)(i - N / 2) / 40.0f; /* -12.5 .. 12.5 */
+        up[i] = random_float();
+    }
+    for (int level = SIMD_SCALAR; level <= (int)cpu_simd_level_supported(); level++) {
+        const vector_kernels *kernels = vector_kernels_for_level((simd_level)level);
+        for (int gelu = 0; gelu <= 1; gelu++) {
+            memcpy(out, gate, sizeof gate);
+            if (gelu)
+                kernels->gated_sigmoid(out, up, 1.5957691216057308f, 0.044715f, N);
+            else
+                kernels->gated_sigmoid(out, up, 1.0f, 0.0f, N);
+            for (int i = 0; i < N; i++) {
+                double g = gate[i], expected;
+                if (gelu)
+                    expected = 0.5 * g * (1.0 + tanh(0.7978845608028654 * (g + 0.044715 * g * g * g))) * up[i];
+                else
+                    expected = g / (1.0 + exp(-g)) * up[i];
+                CHECK_MESSAGE(fabs(out[i] - expected) <= 2e-6 * (1.0 + fabs(expected)), "%s %s g=%g: %g vs %g",
+                              simd_level_name((simd_level)level), gelu ? "gelu" : "silu", g, out[i], expected);
+            }
+        }
+    }
+}
+
 static void simd_dot_4x4_matches_scalar(void)
 {
     const vector_kernels *scalar = vector_kernels_for_level(SIMD_SCALAR);
@@ -213,6 +243,7 @@ int main(void)
     fprintf(stderr, "SIMD levels tested against scalar: up to %s\n", simd_level_name(cpu_simd_level_supported()));
     RUN_CASE(simd_dot_and_axpy_match_scalar);
     RUN_CASE(simd_dot_4x4_matches_scalar);
+    RUN_CASE(simd_gated_activations_match_the_formulas);
     RUN_CASE(matmul_matches_plain_loops);
     RUN_CASE(matmul_without_panel_scratch_matches_plain_loops);
     RUN_CASE(attention_matches_plain_loops);

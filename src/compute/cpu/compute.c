@@ -195,19 +195,15 @@ void compute_rope(float *x, int64_t tokens, int64_t heads, int64_t head_dim, int
     }
 }
 
-void compute_silu_mul(float *gate, const float *up, int64_t n)
+void compute_silu_mul(const compute_context *context, float *gate, const float *up, int64_t n)
 {
-    for (int64_t i = 0; i < n; i++)
-        gate[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+    context->vector->gated_sigmoid(gate, up, 1.0f, 0.0f, n);
 }
 
-void compute_gelu_tanh_mul(float *gate, const float *up, int64_t n)
+void compute_gelu_tanh_mul(const compute_context *context, float *gate, const float *up, int64_t n)
 {
-    const float sqrt_2_over_pi = 0.7978845608028654f;
-    for (int64_t i = 0; i < n; i++) {
-        float v = gate[i];
-        gate[i] = 0.5f * v * (1.0f + tanhf(sqrt_2_over_pi * (v + 0.044715f * v * v * v))) * up[i];
-    }
+    const float two_sqrt_2_over_pi = 1.5957691216057308f; /* 2 * sqrt(2 / pi) */
+    context->vector->gated_sigmoid(gate, up, two_sqrt_2_over_pi, 0.044715f, n);
 }
 
 void compute_soft_cap(float *x, int64_t n, float cap)

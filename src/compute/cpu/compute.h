@@ -81,9 +81,9 @@ void compute_rope(float *x, int64_t tokens, int64_t heads, int64_t head_dim, int
                   const int64_t *positions, const rope_params *params);
 
 /* gate[i] = silu(gate[i]) * up[i]. */
-void compute_silu_mul(float *gate, const float *up, int64_t n);
+void compute_silu_mul(const compute_context *context, float *gate, const float *up, int64_t n);
 /* gate[i] = gelu_tanh(gate[i]) * up[i]. */
-void compute_gelu_tanh_mul(float *gate, const float *up, int64_t n);
+void compute_gelu_tanh_mul(const compute_context *context, float *gate, const float *up, int64_t n);
 /* x[i] = cap * tanh(x[i] / cap). */
 void compute_soft_cap(float *x, int64_t n, float cap);
 

@@ -2,6 +2,7 @@
  * the choice of SIMD level. */
 #include "compute/cpu/vector.h"
 
+#include <math.h>
 #include <stddef.h>
 
 static float scalar_dot(const float *a, const float *b, int64_t n)
@@ -38,12 +39,22 @@ static void scalar_panel_multiply(const float *panel, int64_t k, const float *x,
         }
 }
 
+static void scalar_gated_sigmoid(float *gate, const float *up, float scale, float cubic, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float g = gate[i];
+        float z = scale * (g + cubic * g * g * g);
+        gate[i] = g * up[i] / (1.0f + expf(-z));
+    }
+}
+
 const vector_kernels vector_kernels_scalar = {
     .level = SIMD_SCALAR,
     .dot = scalar_dot,
     .axpy = scalar_axpy,
     .dot_4x4 = scalar_dot_4x4,
     .panel_multiply = scalar_panel_multiply,
+    .gated_sigmoid = scalar_gated_sigmoid,
 };
 
 const vector_kernels *vector_kernels_for_level(simd_level level)

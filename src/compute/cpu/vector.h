@@ -12,7 +12,13 @@
  *                                   matrix-matrix products. The panel holds PANEL_ROWS weight
  *                                   rows transposed (column j of the panel is contiguous), so
  *                                   each step loads weights as vectors and broadcasts one
- *                                   activation per token: no horizontal sums. */
+ *                                   activation per token: no horizontal sums.
+ *   gated_sigmoid(gate, up, scale, cubic, n)
+ *                                   gate[i] = g * up[i] / (1 + exp(-z)), g = gate[i],
+ *                                   z = scale * (g + cubic * g^3): with scale 1 and cubic 0
+ *                                   this is SiLU(g) * up; with scale 2*sqrt(2/pi) and cubic
+ *                                   0.044715 it is GELU-tanh(g) * up, since
+ *                                   0.5 * (1 + tanh(u)) = 1 / (1 + exp(-2u)). */
 #ifndef STRATA_COMPUTE_CPU_VECTOR_H
 #define STRATA_COMPUTE_CPU_VECTOR_H
 
@@ -30,6 +36,7 @@ typedef struct vector_kernels {
                     float *y, int64_t y_stride);
     void (*panel_multiply)(const float *panel, int64_t k, const float *x, int64_t x_stride, int64_t tokens,
                            float *y, int64_t y_stride, int64_t rows);
+    void (*gated_sigmoid)(float *gate, const float *up, float scale, float cubic, int64_t n);
 } vector_kernels;
 
 /* Returns the vector kernels of one SIMD level, or NULL if it is not built in. */

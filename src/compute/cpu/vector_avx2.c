@@ -136,10 +136,45 @@ static void avx2_panel_multiply(const float *panel, int64_t k, const float *x, i
     }
 }
 
+/* exp(x) for x clamped to [-87, 88]: x = n ln2 + r, e^r by a degree-6
+ * polynomial, 2^n built in the exponent bits. */
+static __m256 exp_ps(__m256 x)
+{
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.0f / 720.0f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    __m256i exponent = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(exponent));
+}
+
+static void avx2_gated_sigmoid(float *gate, const float *up, float scale, float cubic, int64_t n)
+{
+    __m256 scale_v = _mm256_set1_ps(scale), cubic_v = _mm256_set1_ps(cubic), one = _mm256_set1_ps(1.0f);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 g = _mm256_loadu_ps(gate + i), u = _mm256_loadu_ps(up + i);
+        __m256 g3 = _mm256_mul_ps(_mm256_mul_ps(g, g), g);
+        __m256 z = _mm256_mul_ps(scale_v, _mm256_fmadd_ps(cubic_v, g3, g));
+        __m256 e = exp_ps(_mm256_sub_ps(_mm256_setzero_ps(), z));
+        _mm256_storeu_ps(gate + i, _mm256_div_ps(_mm256_mul_ps(g, u), _mm256_add_ps(one, e)));
+    }
+    vector_kernels_scalar.gated_sigmoid(gate + i, up + i, scale, cubic, n - i);
+}
+
 const vector_kernels vector_kernels_avx2 = {
     .level = SIMD_AVX2,
     .dot = avx2_dot,
     .axpy = avx2_axpy,
     .dot_4x4 = avx2_dot_4x4,
     .panel_multiply = avx2_panel_multiply,
+    .gated_sigmoid = avx2_gated_sigmoid,
 };

@@ -111,10 +111,45 @@ static void avx512_panel_multiply(const float *panel, int64_t k, const float *x,
     }
 }
 
+/* exp(x) for x clamped to [-87, 88]: x = n ln2 + r with |r| <= ln2/2, e^r by
+ * a degree-6 polynomial (relative error about 2e-7), 2^n by scalef. */
+static __m512 exp_ps(__m512 x)
+{
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 720.0f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+static void avx512_gated_sigmoid(float *gate, const float *up, float scale, float cubic, int64_t n)
+{
+    __m512 scale_v = _mm512_set1_ps(scale), cubic_v = _mm512_set1_ps(cubic), one = _mm512_set1_ps(1.0f);
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 mask = tail_mask(n - i);
+        __m512 g = _mm512_maskz_loadu_ps(mask, gate + i);
+        __m512 u = _mm512_maskz_loadu_ps(mask, up + i);
+        __m512 g3 = _mm512_mul_ps(_mm512_mul_ps(g, g), g);
+        __m512 z = _mm512_mul_ps(scale_v, _mm512_fmadd_ps(cubic_v, g3, g));
+        __m512 e = exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), z));
+        __m512 result = _mm512_div_ps(_mm512_mul_ps(g, u), _mm512_add_ps(one, e));
+        _mm512_mask_storeu_ps(gate + i, mask, result);
+    }
+}
+
 const vector_kernels vector_kernels_avx512 = {
     .level = SIMD_AVX512,
     .dot = avx512_dot,
     .axpy = avx512_axpy,
     .dot_4x4 = avx512_dot_4x4,
     .panel_multiply = avx512_panel_multiply,
+    .gated_sigmoid = avx512_gated_sigmoid,
 };

@@ -1,0 +1,441 @@
+/* quant/kernels_avx2.c: the AVX2 kernels (with FMA and F16C).
+ *
+ * Same shape as kernels_avx512.c: one block decoder per type produces the
+ * block's values, eight floats at a time, and hands them to a value_sink
+ * that either stores them (dequantize) or multiplies them with x into one of
+ * four running sums (dot). Values are computed with the same float
+ * operations as dequantize.c, so dequantized rows are bit-identical to the
+ * scalar ones.
+ *
+ * AVX2 has no 16-entry float table lookup, so quants are widened to 32-bit
+ * lanes straight from memory (vpmovzxbd / vpmovsxbd, eight bytes at a time),
+ * picked apart with shifts and masks in those lanes, and converted. Q6_K
+ * assembles its 6-bit quants bytewise first, 32 at a time. */
+#include <immintrin.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <string.h>
+
+#include "quant/kernels_private.h"
+
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+typedef struct value_sink {
+    bool dequantizing; /* true: store values to out; false: add values * x to sums */
+    float *out;        /* the current block's first output */
+    const float *x;    /* the current block's first activation */
+    __m256 sums[4];
+} value_sink;
+
+/* Hands over the current block's values offset..offset+7. */
+ALWAYS_INLINE void sink_put(value_sink *sink, int offset, __m256 values)
+{
+    if (sink->dequantizing) {
+        _mm256_storeu_ps(sink->out + offset, values);
+    } else {
+        int slot = (offset / 8) % 4;
+        sink->sums[slot] = _mm256_fmadd_ps(values, _mm256_loadu_ps(sink->x + offset), sink->sums[slot]);
+    }
+}
+
+ALWAYS_INLINE float horizontal_sum(__m256 sums)
+{
+    __m128 half = _mm_add_ps(_mm256_castps256_ps128(sums), _mm256_extractf128_ps(sums, 1));
+    half = _mm_add_ps(half, _mm_movehl_ps(half, half));
+    half = _mm_add_ss(half, _mm_movehdup_ps(half));
+    return _mm_cvtss_f32(half);
+}
+
+ALWAYS_INLINE __m256 sum_of_sums(const value_sink *sink)
+{
+    return _mm256_add_ps(_mm256_add_ps(sink->sums[0], sink->sums[1]), _mm256_add_ps(sink->sums[2], sink->sums[3]));
+}
+
+ALWAYS_INLINE float read_f16(const uint8_t half[2])
+{
+    return _cvtsh_ss(quant_read_u16(half));
+}
+
+/* 8 bytes zero-extended to 32-bit lanes. */
+ALWAYS_INLINE __m256i widen_u8(const uint8_t *bytes)
+{
+    return _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)bytes));
+}
+
+/* 8 bytes sign-extended to 32-bit lanes. */
+ALWAYS_INLINE __m256i widen_i8(const uint8_t *bytes)
+{
+    return _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)bytes));
+}
+
+/* scale * q + offset. The K types pass offset = -(dmin * m): x + (-y) is
+ * exactly x - y, the subtraction dequantize.c does. */
+ALWAYS_INLINE __m256 scale_and_offset(__m256i quants, float scale, float offset)
+{
+    __m256 scaled = _mm256_mul_ps(_mm256_set1_ps(scale), _mm256_cvtepi32_ps(quants));
+    return _mm256_add_ps(scaled, _mm256_set1_ps(offset));
+}
+
+/* ---- blocks of 32 -----------------------------------------------------
+ *
+ * The decoders turn a block's quants into exact small integers held as
+ * floats (q - 8, q - 16 or q) and hand them over with d and, for Q4_1/Q5_1,
+ * m. Dequantizing multiplies (and adds) as dequantize.c does. A dot product
+ * of a type without m scales the block's sum once: d * q is exact in f32
+ * for these types, so this changes rounding only, and saves a multiply per
+ * vector. With m, d * q and m may nearly cancel, and separate sums of
+ * d * q * x and m * x could then be far larger than the result and lose its
+ * precision; so the values are formed first, and the dot stays a sum of
+ * the very values dequantize gives. */
+
+/* Hands over the 32 quants of the current block: values d * q (+ m). */
+ALWAYS_INLINE void sink_put_block32(value_sink *sink, const __m256 quants[4], float d, bool has_m, float m)
+{
+    __m256 scale = _mm256_set1_ps(d);
+    if (!sink->dequantizing && !has_m) {
+        __m256 block = _mm256_mul_ps(quants[0], _mm256_loadu_ps(sink->x));
+#pragma GCC unroll 3
+        for (int part = 1; part < 4; part++)
+            block = _mm256_fmadd_ps(quants[part], _mm256_loadu_ps(sink->x + 8 * part), block);
+        sink->sums[0] = _mm256_fmadd_ps(scale, block, sink->sums[0]);
+        return;
+    }
+#pragma GCC unroll 4
+    for (int part = 0; part < 4; part++) {
+        __m256 values = _mm256_mul_ps(scale, quants[part]);
+        if (has_m)
+            values = _mm256_add_ps(values, _mm256_set1_ps(m));
+        sink_put(sink, 8 * part, values);
+    }
+}
+
+/* The quants of a Q4_x/Q5_x block minus `bias`, as four vectors of eight in
+ * element order: quant j < 16 is the low nibble of qs[j], quant j + 16 the
+ * high nibble, and (for Q5_x) bit j of qh the fifth bit, worth 16, of
+ * quant j. */
+ALWAYS_INLINE void block32_quants(const uint8_t qs[16], bool has_qh, uint32_t qh, int bias, __m256 quants[4])
+{
+    __m256i nibble = _mm256_set1_epi32(15), fifth_bit = _mm256_set1_epi32(16);
+    __m256i bias_vector = _mm256_set1_epi32(bias);
+    /* Lane i of the vector for elements 8p..8p+7 moves bit 8p + i of qh to
+     * bit 4: qh << 4 for the first 16 elements, qh >> 12 for the rest, so
+     * that no bit is shifted out of 32 bits. */
+    __m256i first_half_bits = _mm256_set1_epi32((int)((qh & 0xffff) << 4));
+    __m256i second_half_bits = _mm256_set1_epi32((int)(qh >> 12));
+    __m256i lane_shifts[2] = {_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15)};
+#pragma GCC unroll 2
+    for (int part = 0; part < 2; part++) {
+        __m256i bytes = widen_u8(qs + 8 * part);
+        __m256i low = _mm256_and_si256(bytes, nibble), high = _mm256_srli_epi32(bytes, 4);
+        if (has_qh) {
+            low = _mm256_or_si256(low, _mm256_and_si256(_mm256_srlv_epi32(first_half_bits, lane_shifts[part]), fifth_bit));
+            high = _mm256_or_si256(high,
+                                   _mm256_and_si256(_mm256_srlv_epi32(second_half_bits, lane_shifts[part]), fifth_bit));
+        }
+        quants[part] = _mm256_cvtepi32_ps(_mm256_sub_epi32(low, bias_vector));
+        quants[2 + part] = _mm256_cvtepi32_ps(_mm256_sub_epi32(high, bias_vector));
+    }
+}
+
+ALWAYS_INLINE void q8_0_decode(const uint8_t *bytes, value_sink *sink)
+{
+    const q8_0_block *block = (const q8_0_block *)bytes;
+    __m256 quants[4];
+#pragma GCC unroll 4
+    for (int part = 0; part < 4; part++)
+        quants[part] = _mm256_cvtepi32_ps(widen_i8(block->qs + 8 * part));
+    sink_put_block32(sink, quants, read_f16(block->d), false, 0);
+}
+
+ALWAYS_INLINE void q4_0_decode(const uint8_t *bytes, value_sink *sink)
+{
+    const q4_0_block *block = (const q4_0_block *)bytes;
+    __m256 quants[4];
+    block32_quants(block->qs, false, 0, 8, quants);
+    sink_put_block32(sink, quants, read_f16(block->d), false, 0);
+}
+
+ALWAYS_INLINE void q4_1_decode(const uint8_t *bytes, value_sink *sink)
+{
+    const q4_1_block *block = (const q4_1_block *)bytes;
+    __m256 quants[4];
+    block32_quants(block->qs, false, 0, 0, quants);
+    sink_put_block32(sink, quants, read_f16(block->d), true, read_f16(block->m));
+}
+
+ALWAYS_INLINE void q5_0_decode(const uint8_t *bytes, value_sink *sink)
+{
+    const q5_0_block *block = (const q5_0_block *)bytes;
+    __m256 quants[4];
+    block32_quants(block->qs, true, quant_read_u32(block->qh), 16, quants);
+    sink_put_block32(sink, quants, read_f16(block->d), false, 0);
+}
+
+ALWAYS_INLINE void q5_1_decode(const uint8_t *bytes, value_sink *sink)
+{
+    const q5_1_block *block = (const q5_1_block *)bytes;
+    __m256 quants[4];
+    block32_quants(block->qs, true, quant_read_u32(block->qh), 0, quants);
+    sink_put_block32(sink, quants, read_f16(block->d), true, read_f16(block->m));
+}
+
+/* ---- blocks of 256 ---------------------------------------------------- */
+
+/* Q4_K and Q5_K: chunk c's 32 bytes hold sub-block 2c in their low nibbles
+ * and sub-block 2c + 1 in their high nibbles; for Q5_K (qh not NULL) bit s
+ * of qh[l] is the fifth bit of element l of sub-block s. */
+ALWAYS_INLINE void k_quant_decode(const uint8_t d_half[2], const uint8_t dmin_half[2],
+                                  const uint8_t packed_scales[12], const uint8_t qs[128], const uint8_t *qh,
+                                  value_sink *sink)
+{
+    float scales[8], offsets[8];
+    quant_k_sub_block_scales(read_f16(d_half), read_f16(dmin_half), packed_scales, scales, offsets);
+    __m256i nibble = _mm256_set1_epi32(15), fifth_bit = _mm256_set1_epi32(16);
+    /* qh[8p + i] << 4, so that shifting right by s brings bit s to bit 4 */
+    __m256i fifth_bits[4];
+    if (qh != NULL) {
+#pragma GCC unroll 4
+        for (int part = 0; part < 4; part++)
+            fifth_bits[part] = _mm256_slli_epi32(widen_u8(qh + 8 * part), 4);
+    }
+#pragma GCC unroll 4
+    for (int chunk = 0; chunk < 4; chunk++) {
+        int low = 2 * chunk, high = 2 * chunk + 1;
+#pragma GCC unroll 4
+        for (int part = 0; part < 4; part++) {
+            __m256i bytes = widen_u8(qs + 32 * chunk + 8 * part);
+            __m256i low_quants = _mm256_and_si256(bytes, nibble), high_quants = _mm256_srli_epi32(bytes, 4);
+            if (qh != NULL) {
+                low_quants = _mm256_or_si256(low_quants,
+                                             _mm256_and_si256(_mm256_srli_epi32(fifth_bits[part], low), fifth_bit));
+                high_quants = _mm256_or_si256(high_quants,
+                                              _mm256_and_si256(_mm256_srli_epi32(fifth_bits[part], high), fifth_bit));
+            }
+            sink_put(sink, 64 * chunk + 8 * part, scale_and_offset(low_quants, scales[low], -offsets[low]));
+            sink_put(sink, 64 * chunk + 32 + 8 * part, scale_and_offset(high_quants, scales[high], -offsets[high]));
+        }
+    }
+}
+
+ALWAYS_INLINE void q4_k_decode(const uint8_t *bytes, value_sink *sink)
+{
+    const q4_k_block *block = (const q4_k_block *)bytes;
+    k_quant_decode(block->d, block->dmin, block->scales, block->qs, NULL, sink);
+}
+
+ALWAYS_INLINE void q5_k_decode(const uint8_t *bytes, value_sink *sink)
+{
+    const q5_k_block *block = (const q5_k_block *)bytes;
+    k_quant_decode(block->d, block->dmin, block->scales, block->qs, block->qh, sink);
+}
+
+/* Q6_K: for each half of 128 elements, three 32-byte loads give the four
+ * groups of 32 six-bit quants (see dequantize.c), assembled bytewise and
+ * then widened eight at a time; sub-block k (16 elements) has scale k. */
+ALWAYS_INLINE void q6_k_decode(const uint8_t *bytes, value_sink *sink)
+{
+    const q6_k_block *block = (const q6_k_block *)bytes;
+    float d = read_f16(block->d), scales[16];
+#pragma GCC unroll 2
+    for (int part = 0; part < 2; part++) {
+        __m256 scale_values = _mm256_cvtepi32_ps(widen_i8((const uint8_t *)block->scales + 8 * part));
+        _mm256_storeu_ps(scales + 8 * part, _mm256_mul_ps(_mm256_set1_ps(d), scale_values));
+    }
+    __m256i low4 = _mm256_set1_epi8(0x0f), top2 = _mm256_set1_epi8(0x30), bias = _mm256_set1_epi8(32);
+#pragma GCC unroll 2
+    for (int half = 0; half < 2; half++) {
+        __m256i ql_a = _mm256_loadu_si256((const __m256i *)(block->ql + 64 * half));
+        __m256i ql_b = _mm256_loadu_si256((const __m256i *)(block->ql + 64 * half + 32));
+        __m256i qh = _mm256_loadu_si256((const __m256i *)(block->qh + 32 * half));
+        /* 16-bit shifts: the bits they move across byte borders are masked off */
+        __m256i groups[4] = {
+            _mm256_or_si256(_mm256_and_si256(ql_a, low4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), top2)),
+            _mm256_or_si256(_mm256_and_si256(ql_b, low4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), top2)),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql_a, 4), low4), _mm256_and_si256(qh, top2)),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql_b, 4), low4),
+                            _mm256_and_si256(_mm256_srli_epi16(qh, 2), top2)),
+        };
+#pragma GCC unroll 4
+        for (int group = 0; group < 4; group++) {
+            __m256i centered = _mm256_sub_epi8(groups[group], bias);
+            __m128i sixteen[2] = {_mm256_castsi256_si128(centered), _mm256_extracti128_si256(centered, 1)};
+#pragma GCC unroll 4
+            for (int part = 0; part < 4; part++) {
+                __m128i eight = part % 2 == 0 ? sixteen[part / 2] : _mm_srli_si128(sixteen[part / 2], 8);
+                int first = 128 * half + 32 * group + 8 * part;
+                __m256 quants = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(eight));
+                sink_put(sink, first, _mm256_mul_ps(_mm256_set1_ps(scales[first / 16]), quants));
+            }
+        }
+    }
+}
+
+/* ---- rows of blocks ---------------------------------------------------- */
+
+typedef void (*block_decoder)(const uint8_t *block, value_sink *sink);
+
+ALWAYS_INLINE void dequantize_blocks(block_decoder decode, size_t block_bytes, int block_elements,
+                                     const void *row, float *out, int64_t n)
+{
+    value_sink sink = {.dequantizing = true};
+    const uint8_t *block = row;
+    for (int64_t start = 0; start < n; start += block_elements, block += block_bytes) {
+        sink.out = out + start;
+        decode(block, &sink);
+    }
+}
+
+/* A block of 32 without an offset adds into a single sum, so blocks of 32
+ * alternate between two sinks; a block of 256 fills all four sums of one. */
+ALWAYS_INLINE float dot_blocks(block_decoder decode, size_t block_bytes, int block_elements,
+                               const void *row, const float *x, int64_t n)
+{
+    value_sink even = {.dequantizing = false}, odd = {.dequantizing = false};
+    const uint8_t *block = row;
+    int64_t start = 0;
+    if (block_elements < QUANT_SUPER_BLOCK_ELEMENTS) {
+        for (; start + 2 * block_elements <= n; start += 2 * block_elements, block += 2 * block_bytes) {
+            even.x = x + start;
+            decode(block, &even);
+            odd.x = x + start + block_elements;
+            decode(block + block_bytes, &odd);
+        }
+    }
+    for (; start < n; start += block_elements, block += block_bytes) {
+        even.x = x + start;
+        decode(block, &even);
+    }
+    return horizontal_sum(_mm256_add_ps(sum_of_sums(&even), sum_of_sums(&odd)));
+}
+
+/* One row dequantizer and one dot per block type; they differ only in the
+ * block they name. */
+#define BLOCK_ROW_KERNELS(type, elements)                                                   \
+    static void dequantize_##type(const void *row, float *out, int64_t n)                   \
+    {                                                                                       \
+        dequantize_blocks(type##_decode, sizeof(type##_block), elements, row, out, n);      \
+    }                                                                                       \
+    static float dot_##type(const void *row, const float *x, int64_t n)                     \
+    {                                                                                       \
+        return dot_blocks(type##_decode, sizeof(type##_block), elements, row, x, n);        \
+    }
+
+BLOCK_ROW_KERNELS(q8_0, QUANT_BLOCK_ELEMENTS)
+BLOCK_ROW_KERNELS(q4_0, QUANT_BLOCK_ELEMENTS)
+BLOCK_ROW_KERNELS(q4_1, QUANT_BLOCK_ELEMENTS)
+BLOCK_ROW_KERNELS(q5_0, QUANT_BLOCK_ELEMENTS)
+BLOCK_ROW_KERNELS(q5_1, QUANT_BLOCK_ELEMENTS)
+BLOCK_ROW_KERNELS(q4_k, QUANT_SUPER_BLOCK_ELEMENTS)
+BLOCK_ROW_KERNELS(q5_k, QUANT_SUPER_BLOCK_ELEMENTS)
+BLOCK_ROW_KERNELS(q6_k, QUANT_SUPER_BLOCK_ELEMENTS)
+
+/* ---- plain types: any length --------------------------------------------
+ *
+ * The last partial vector is copied into a zero-padded buffer and goes
+ * through the same vector conversion, so it needs no scalar code. */
+
+typedef __m256 (*plain_loader)(const uint8_t *values);
+
+ALWAYS_INLINE __m256 f32_load(const uint8_t *values)
+{
+    return _mm256_loadu_ps((const float *)(const void *)values);
+}
+
+ALWAYS_INLINE __m256 f16_load(const uint8_t *values)
+{
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)values));
+}
+
+ALWAYS_INLINE __m256 bf16_load(const uint8_t *values)
+{
+    __m256i widened = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)values));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(widened, 16));
+}
+
+/* Loads the `count` (< 8) values at `values`, zero-padded to a vector. */
+ALWAYS_INLINE __m256 load_partial(plain_loader load, size_t value_bytes, const uint8_t *values, int64_t count)
+{
+    uint8_t padded[32] = {0};
+    memcpy(padded, values, (size_t)count * value_bytes);
+    return load(padded);
+}
+
+ALWAYS_INLINE void dequantize_plain(plain_loader load, size_t value_bytes, const void *row, float *out, int64_t n)
+{
+    const uint8_t *bytes = row;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(out + i, load(bytes + i * value_bytes));
+    if (i < n) {
+        float padded[8];
+        _mm256_storeu_ps(padded, load_partial(load, value_bytes, bytes + i * value_bytes, n - i));
+        memcpy(out + i, padded, (size_t)(n - i) * sizeof(float));
+    }
+}
+
+ALWAYS_INLINE float dot_plain(plain_loader load, size_t value_bytes, const void *row, const float *x, int64_t n)
+{
+    const uint8_t *bytes = row;
+    __m256 sums[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+#pragma GCC unroll 4
+        for (int slot = 0; slot < 4; slot++) {
+            __m256 values = load(bytes + (i + 8 * slot) * value_bytes);
+            sums[slot] = _mm256_fmadd_ps(values, _mm256_loadu_ps(x + i + 8 * slot), sums[slot]);
+        }
+    }
+    for (; i + 8 <= n; i += 8)
+        sums[0] = _mm256_fmadd_ps(load(bytes + i * value_bytes), _mm256_loadu_ps(x + i), sums[0]);
+    if (i < n) {
+        float padded_x[8] = {0};
+        memcpy(padded_x, x + i, (size_t)(n - i) * sizeof(float));
+        __m256 values = load_partial(load, value_bytes, bytes + i * value_bytes, n - i);
+        sums[1] = _mm256_fmadd_ps(values, _mm256_loadu_ps(padded_x), sums[1]);
+    }
+    return horizontal_sum(_mm256_add_ps(_mm256_add_ps(sums[0], sums[1]), _mm256_add_ps(sums[2], sums[3])));
+}
+
+#define PLAIN_ROW_KERNELS(type, value_bytes)                                                \
+    static void dequantize_##type(const void *row, float *out, int64_t n)                   \
+    {                                                                                       \
+        dequantize_plain(type##_load, value_bytes, row, out, n);                            \
+    }                                                                                       \
+    static float dot_##type(const void *row, const float *x, int64_t n)                     \
+    {                                                                                       \
+        return dot_plain(type##_load, value_bytes, row, x, n);                              \
+    }
+
+PLAIN_ROW_KERNELS(f32, 4)
+PLAIN_ROW_KERNELS(f16, 2)
+PLAIN_ROW_KERNELS(bf16, 2)
+
+const quant_kernels quant_kernels_avx2_own = {
+    .level = SIMD_AVX2,
+    .dequantize = {
+        [TENSOR_F32] = dequantize_f32,
+        [TENSOR_F16] = dequantize_f16,
+        [TENSOR_BF16] = dequantize_bf16,
+        [TENSOR_Q8_0] = dequantize_q8_0,
+        [TENSOR_Q4_0] = dequantize_q4_0,
+        [TENSOR_Q4_1] = dequantize_q4_1,
+        [TENSOR_Q5_0] = dequantize_q5_0,
+        [TENSOR_Q5_1] = dequantize_q5_1,
+        [TENSOR_Q4_K] = dequantize_q4_k,
+        [TENSOR_Q5_K] = dequantize_q5_k,
+        [TENSOR_Q6_K] = dequantize_q6_k,
+    },
+    .dot = {
+        [TENSOR_F32] = dot_f32,
+        [TENSOR_F16] = dot_f16,
+        [TENSOR_BF16] = dot_bf16,
+        [TENSOR_Q8_0] = dot_q8_0,
+        [TENSOR_Q4_0] = dot_q4_0,
+        [TENSOR_Q4_1] = dot_q4_1,
+        [TENSOR_Q5_0] = dot_q5_0,
+        [TENSOR_Q5_1] = dot_q5_1,
+        [TENSOR_Q4_K] = dot_q4_k,
+        [TENSOR_Q5_K] = dot_q5_k,
+        [TENSOR_Q6_K] = dot_q6_k,
+    },
+};

@@ -1,0 +1,421 @@
+/* quant/kernels_avx512.c: the AVX-512 kernels (F, BW and VL only).
+ *
+ * Each type has one block decoder that produces the block's values, sixteen
+ * floats at a time, and hands them to a value_sink: dequantizing stores
+ * them, a dot product multiplies them with x into one of four running sums
+ * (four, so consecutive FMAs do not wait for each other). The decoders
+ * compute every value with the same float operations as dequantize.c, so
+ * dequantized rows are bit-identical to the scalar ones.
+ *
+ * Blocks of 32 widen their quants to 32-bit lanes (vpmovzxbd/vpmovsxbd),
+ * convert them and scale the block once (see below). Q4_K and Q5_K never
+ * convert quants: the 16 or 32 values a sub-block's quants can take form a
+ * table, built with one multiply and one subtract, and vpermps / vpermt2ps
+ * look each quant up in it; on the Zen 4 this was tuned on, that beat
+ * converting and scaling each vector. Q6_K assembles its 6-bit quants
+ * bytewise, then widens and converts them. */
+#include <immintrin.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "quant/kernels_private.h"
+
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+typedef struct value_sink {
+    bool dequantizing; /* true: store values to out; false: add values * x to sums */
+    float *out;        /* the current block's first output */
+    const float *x;    /* the current block's first activation */
+    __m512 sums[4];
+} value_sink;
+
+/* Hands over the current block's values offset..offset+15. */
+ALWAYS_INLINE void sink_put(value_sink *sink, int offset, __m512 values)
+{
+    if (sink->dequantizing) {
+        _mm512_storeu_ps(sink->out + offset, values);
+    } else {
+        int slot = (offset / 16) % 4;
+        sink->sums[slot] = _mm512_fmadd_ps(values, _mm512_loadu_ps(sink->x + offset), sink->sums[slot]);
+    }
+}
+
+ALWAYS_INLINE __m512 sum_of_sums(const value_sink *sink)
+{
+    return _mm512_add_ps(_mm512_add_ps(sink->sums[0], sink->sums[1]),
+                         _mm512_add_ps(sink->sums[2], sink->sums[3]));
+}
+
+ALWAYS_INLINE float read_f16(const uint8_t half[2])
+{
+    return _cvtsh_ss(quant_read_u16(half));
+}
+
+/* 0, 1, ..., 15: the quants a 16-entry value table is indexed by. */
+ALWAYS_INLINE __m512 quants_0_to_15(void)
+{
+    return _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+}
+
+/* scale * q + offset for q in quants. The K types pass offset = -(dmin * m):
+ * x + (-y) is exactly x - y, the subtraction dequantize.c does. */
+ALWAYS_INLINE __m512 value_table(__m512 quants, float scale, float offset)
+{
+    return _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(scale), quants), _mm512_set1_ps(offset));
+}
+
+/* 16 bytes zero-extended to 32-bit lanes. */
+ALWAYS_INLINE __m512i widen_u8(const uint8_t *bytes)
+{
+    return _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)bytes));
+}
+
+/* Bits of `mask` set take `if_set`, the others `if_clear` (one vpternlogd). */
+ALWAYS_INLINE __m512i select_bits(__m512i mask, __m512i if_set, __m512i if_clear)
+{
+    return _mm512_ternarylogic_epi32(if_set, if_clear, mask, 0xe4);
+}
+
+/* ---- blocks of 32 -----------------------------------------------------
+ *
+ * The decoders turn a block's quants into exact small integers held as
+ * floats (q - 8, q - 16 or q) and hand them over with d and, for Q4_1/Q5_1,
+ * m. Dequantizing multiplies (and adds) as dequantize.c does. A dot product
+ * of a type without m scales the block's sum once: d * q is exact in f32
+ * for these types, so this changes rounding only, and saves a multiply per
+ * vector. With m, d * q and m may nearly cancel, and separate sums of
+ * d * q * x and m * x could then be far larger than the result and lose its
+ * precision; so the values are formed first, and the dot stays a sum of
+ * the very values dequantize gives. */
+
+/* Hands over the 32 quants of the current block: values d * q (+ m). */
+ALWAYS_INLINE void sink_put_block32(value_sink *sink, const __m512 quants[2], float d, bool has_m, float m)
+{
+    __m512 scale = _mm512_set1_ps(d);
+    if (!sink->dequantizing && !has_m) {
+        __m512 block = _mm512_mul_ps(quants[0], _mm512_loadu_ps(sink->x));
+        block = _mm512_fmadd_ps(quants[1], _mm512_loadu_ps(sink->x + 16), block);
+        sink->sums[0] = _mm512_fmadd_ps(scale, block, sink->sums[0]);
+        return;
+    }
+#pragma GCC unroll 2
+    for (int part = 0; part < 2; part++) {
+        __m512 values = _mm512_mul_ps(scale, quants[part]);
+        if (has_m)
+            values = _mm512_add_ps(values, _mm512_set1_ps(m));
+        sink_put(sink, 16 * part, values);
+    }
+}
+
+/* The quants of a Q4_x/Q5_x block minus `bias`: quant j < 16 is the low
+ * nibble of qs[j], quant j + 16 the high nibble, and (for Q5_x) bit j of qh
+ * the fifth bit, worth 16, of quant j. Quants become floats by looking them
+ * up in the table of q - bias (vpermps reads only the low 4 index bits),
+ * which on Zen 4 is cheaper than masking, subtracting and converting. */
+ALWAYS_INLINE void block32_quants(const uint8_t qs[16], bool has_qh, uint32_t qh, int bias, __m512 quants[2])
+{
+    __m512i bytes = widen_u8(qs);
+    __m512i nibbles[2] = {bytes, _mm512_srli_epi32(bytes, 4)};
+    __m512 low_table = _mm512_sub_ps(quants_0_to_15(), _mm512_set1_ps((float)bias));
+    __m512 high_table = _mm512_add_ps(low_table, _mm512_set1_ps(16));
+#pragma GCC unroll 2
+    for (int part = 0; part < 2; part++) {
+        quants[part] = _mm512_permutexvar_ps(nibbles[part], low_table);
+        if (has_qh) /* lanes whose fifth bit is set take the value from the high table */
+            quants[part] = _mm512_mask_permutexvar_ps(quants[part], (__mmask16)(qh >> (16 * part)), nibbles[part],
+                                                      high_table);
+    }
+}
+
+ALWAYS_INLINE void q8_0_decode(const uint8_t *bytes, value_sink *sink)
+{
+    const q8_0_block *block = (const q8_0_block *)bytes;
+    __m512 quants[2];
+#pragma GCC unroll 2
+    for (int part = 0; part < 2; part++) {
+        __m128i packed = _mm_loadu_si128((const __m128i *)(block->qs + 16 * part));
+        quants[part] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(packed));
+    }
+    sink_put_block32(sink, quants, read_f16(block->d), false, 0);
+}
+
+ALWAYS_INLINE void q4_0_decode(const uint8_t *bytes, value_sink *sink)
+{
+    const q4_0_block *block = (const q4_0_block *)bytes;
+    __m512 quants[2];
+    block32_quants(block->qs, false, 0, 8, quants);
+    sink_put_block32(sink, quants, read_f16(block->d), false, 0);
+}
+
+ALWAYS_INLINE void q4_1_decode(const uint8_t *bytes, value_sink *sink)
+{
+    const q4_1_block *block = (const q4_1_block *)bytes;
+    __m512 quants[2];
+    block32_quants(block->qs, false, 0, 0, quants);
+    sink_put_block32(sink, quants, read_f16(block->d), true, read_f16(block->m));
+}
+
+ALWAYS_INLINE void q5_0_decode(const uint8_t *bytes, value_sink *sink)
+{
+    const q5_0_block *block = (const q5_0_block *)bytes;
+    __m512 quants[2];
+    block32_quants(block->qs, true, quant_read_u32(block->qh), 16, quants);
+    sink_put_block32(sink, quants, read_f16(block->d), false, 0);
+}
+
+ALWAYS_INLINE void q5_1_decode(const uint8_t *bytes, value_sink *sink)
+{
+    const q5_1_block *block = (const q5_1_block *)bytes;
+    __m512 quants[2];
+    block32_quants(block->qs, true, quant_read_u32(block->qh), 0, quants);
+    sink_put_block32(sink, quants, read_f16(block->d), true, read_f16(block->m));
+}
+
+/* ---- blocks of 256 ---------------------------------------------------- */
+
+/* Q4_K: chunk c's 32 bytes hold sub-block 2c in their low nibbles and
+ * sub-block 2c + 1 in their high nibbles. */
+ALWAYS_INLINE void q4_k_decode(const uint8_t *bytes, value_sink *sink)
+{
+    const q4_k_block *block = (const q4_k_block *)bytes;
+    float scales[8], offsets[8];
+    quant_k_sub_block_scales(read_f16(block->d), read_f16(block->dmin), block->scales, scales, offsets);
+    __m512 quants = quants_0_to_15();
+#pragma GCC unroll 4
+    for (int chunk = 0; chunk < 4; chunk++) {
+        __m512 low_table = value_table(quants, scales[2 * chunk], -offsets[2 * chunk]);
+        __m512 high_table = value_table(quants, scales[2 * chunk + 1], -offsets[2 * chunk + 1]);
+#pragma GCC unroll 2
+        for (int part = 0; part < 2; part++) {
+            __m512i qs = widen_u8(block->qs + 32 * chunk + 16 * part);
+            sink_put(sink, 64 * chunk + 16 * part, _mm512_permutexvar_ps(qs, low_table));
+            sink_put(sink, 64 * chunk + 32 + 16 * part, _mm512_permutexvar_ps(_mm512_srli_epi32(qs, 4), high_table));
+        }
+    }
+}
+
+/* Q5_K: as Q4_K, and bit s of qh[l] is the fifth bit of element l of
+ * sub-block s. The index for vpermt2ps takes bits 0-3 from the nibble and
+ * bit 4 from qh; its bits above 4 are ignored. */
+ALWAYS_INLINE void q5_k_decode(const uint8_t *bytes, value_sink *sink)
+{
+    const q5_k_block *block = (const q5_k_block *)bytes;
+    float scales[8], offsets[8];
+    quant_k_sub_block_scales(read_f16(block->d), read_f16(block->dmin), block->scales, scales, offsets);
+    __m512 quants_low = quants_0_to_15(), quants_high = _mm512_add_ps(quants_low, _mm512_set1_ps(16));
+    __m512i nibble = _mm512_set1_epi32(15);
+    /* qh[16 * part + i], shifted right by 2 * chunk so bits 0, 1 belong to sub-blocks 2 * chunk, 2 * chunk + 1 */
+    __m512i fifth_bits[2] = {widen_u8(block->qh), widen_u8(block->qh + 16)};
+#pragma GCC unroll 4
+    for (int chunk = 0; chunk < 4; chunk++) {
+        int low = 2 * chunk, high = 2 * chunk + 1;
+        __m512 low_table_low = value_table(quants_low, scales[low], -offsets[low]);
+        __m512 low_table_high = value_table(quants_high, scales[low], -offsets[low]);
+        __m512 high_table_low = value_table(quants_low, scales[high], -offsets[high]);
+        __m512 high_table_high = value_table(quants_high, scales[high], -offsets[high]);
+#pragma GCC unroll 2
+        for (int part = 0; part < 2; part++) {
+            __m512i qs = widen_u8(block->qs + 32 * chunk + 16 * part);
+            __m512i low_index = select_bits(nibble, qs, _mm512_slli_epi32(fifth_bits[part], 4));
+            __m512i high_index = select_bits(nibble, _mm512_srli_epi32(qs, 4), _mm512_slli_epi32(fifth_bits[part], 3));
+            sink_put(sink, 64 * chunk + 16 * part, _mm512_permutex2var_ps(low_table_low, low_index, low_table_high));
+            sink_put(sink, 64 * chunk + 32 + 16 * part,
+                     _mm512_permutex2var_ps(high_table_low, high_index, high_table_high));
+            fifth_bits[part] = _mm512_srli_epi32(fifth_bits[part], 2);
+        }
+    }
+}
+
+/* Q6_K: for each half of 128 elements, three 32-byte loads give the four
+ * groups of 32 six-bit quants (see dequantize.c), assembled bytewise; each
+ * group's 16-element halves are the sub-blocks with their own scale. */
+ALWAYS_INLINE void q6_k_decode(const uint8_t *bytes, value_sink *sink)
+{
+    const q6_k_block *block = (const q6_k_block *)bytes;
+    __m512i scale_bytes = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)block->scales));
+    __m512 scales = _mm512_mul_ps(_mm512_set1_ps(read_f16(block->d)), _mm512_cvtepi32_ps(scale_bytes));
+    __m256i low4 = _mm256_set1_epi8(0x0f), top2 = _mm256_set1_epi8(0x30), bias = _mm256_set1_epi8(32);
+#pragma GCC unroll 2
+    for (int half = 0; half < 2; half++) {
+        __m256i ql_a = _mm256_loadu_si256((const __m256i *)(block->ql + 64 * half));
+        __m256i ql_b = _mm256_loadu_si256((const __m256i *)(block->ql + 64 * half + 32));
+        __m256i qh = _mm256_loadu_si256((const __m256i *)(block->qh + 32 * half));
+        /* 16-bit shifts: the bits they move across byte borders are masked off */
+        __m256i groups[4] = {
+            _mm256_or_si256(_mm256_and_si256(ql_a, low4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), top2)),
+            _mm256_or_si256(_mm256_and_si256(ql_b, low4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), top2)),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql_a, 4), low4), _mm256_and_si256(qh, top2)),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql_b, 4), low4),
+                            _mm256_and_si256(_mm256_srli_epi16(qh, 2), top2)),
+        };
+#pragma GCC unroll 4
+        for (int group = 0; group < 4; group++) {
+            __m256i centered = _mm256_sub_epi8(groups[group], bias);
+            __m128i parts[2] = {_mm256_castsi256_si128(centered), _mm256_extracti128_si256(centered, 1)};
+#pragma GCC unroll 2
+            for (int part = 0; part < 2; part++) {
+                int sub_block = 8 * half + 2 * group + part;
+                __m512 scale = _mm512_permutexvar_ps(_mm512_set1_epi32(sub_block), scales);
+                __m512 quants = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(parts[part]));
+                sink_put(sink, 16 * sub_block, _mm512_mul_ps(scale, quants));
+            }
+        }
+    }
+}
+
+/* ---- rows of blocks ---------------------------------------------------- */
+
+typedef void (*block_decoder)(const uint8_t *block, value_sink *sink);
+
+ALWAYS_INLINE void dequantize_blocks(block_decoder decode, size_t block_bytes, int block_elements,
+                                     const void *row, float *out, int64_t n)
+{
+    value_sink sink = {.dequantizing = true};
+    const uint8_t *block = row;
+    for (int64_t start = 0; start < n; start += block_elements, block += block_bytes) {
+        sink.out = out + start;
+        decode(block, &sink);
+    }
+}
+
+/* A block of 32 adds into one or two of a sink's four sums, so blocks of
+ * 32 alternate between two sinks; a block of 256 fills all four of one. */
+ALWAYS_INLINE float dot_blocks(block_decoder decode, size_t block_bytes, int block_elements,
+                               const void *row, const float *x, int64_t n)
+{
+    value_sink even = {.dequantizing = false}, odd = {.dequantizing = false};
+    const uint8_t *block = row;
+    int64_t start = 0;
+    if (block_elements < QUANT_SUPER_BLOCK_ELEMENTS) {
+        for (; start + 2 * block_elements <= n; start += 2 * block_elements, block += 2 * block_bytes) {
+            even.x = x + start;
+            decode(block, &even);
+            odd.x = x + start + block_elements;
+            decode(block + block_bytes, &odd);
+        }
+    }
+    for (; start < n; start += block_elements, block += block_bytes) {
+        even.x = x + start;
+        decode(block, &even);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(sum_of_sums(&even), sum_of_sums(&odd)));
+}
+
+/* One row dequantizer and one dot per block type; they differ only in the
+ * block they name. */
+#define BLOCK_ROW_KERNELS(type, elements)                                                   \
+    static void dequantize_##type(const void *row, float *out, int64_t n)                   \
+    {                                                                                       \
+        dequantize_blocks(type##_decode, sizeof(type##_block), elements, row, out, n);      \
+    }                                                                                       \
+    static float dot_##type(const void *row, const float *x, int64_t n)                     \
+    {                                                                                       \
+        return dot_blocks(type##_decode, sizeof(type##_block), elements, row, x, n);        \
+    }
+
+BLOCK_ROW_KERNELS(q8_0, QUANT_BLOCK_ELEMENTS)
+BLOCK_ROW_KERNELS(q4_0, QUANT_BLOCK_ELEMENTS)
+BLOCK_ROW_KERNELS(q4_1, QUANT_BLOCK_ELEMENTS)
+BLOCK_ROW_KERNELS(q5_0, QUANT_BLOCK_ELEMENTS)
+BLOCK_ROW_KERNELS(q5_1, QUANT_BLOCK_ELEMENTS)
+BLOCK_ROW_KERNELS(q4_k, QUANT_SUPER_BLOCK_ELEMENTS)
+BLOCK_ROW_KERNELS(q5_k, QUANT_SUPER_BLOCK_ELEMENTS)
+BLOCK_ROW_KERNELS(q6_k, QUANT_SUPER_BLOCK_ELEMENTS)
+
+/* ---- plain types: any length; the last partial vector is masked -------- */
+
+typedef __m512 (*plain_loader)(const uint8_t *row, int64_t first, __mmask16 mask);
+
+ALWAYS_INLINE __m512 f32_load(const uint8_t *row, int64_t first, __mmask16 mask)
+{
+    return _mm512_maskz_loadu_ps(mask, row + 4 * first);
+}
+
+ALWAYS_INLINE __m512 f16_load(const uint8_t *row, int64_t first, __mmask16 mask)
+{
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, row + 2 * first));
+}
+
+ALWAYS_INLINE __m512 bf16_load(const uint8_t *row, int64_t first, __mmask16 mask)
+{
+    __m512i widened = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, row + 2 * first));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(widened, 16));
+}
+
+ALWAYS_INLINE __mmask16 first_lanes(int64_t count)
+{
+    return (__mmask16)((1u << count) - 1);
+}
+
+ALWAYS_INLINE void dequantize_plain(plain_loader load, const void *row, float *out, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(out + i, load(row, i, 0xffff));
+    if (i < n)
+        _mm512_mask_storeu_ps(out + i, first_lanes(n - i), load(row, i, first_lanes(n - i)));
+}
+
+ALWAYS_INLINE float dot_plain(plain_loader load, const void *row, const float *x, int64_t n)
+{
+    __m512 sums[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+#pragma GCC unroll 4
+        for (int slot = 0; slot < 4; slot++) {
+            __m512 values = load(row, i + 16 * slot, 0xffff);
+            sums[slot] = _mm512_fmadd_ps(values, _mm512_loadu_ps(x + i + 16 * slot), sums[slot]);
+        }
+    }
+    for (; i + 16 <= n; i += 16)
+        sums[0] = _mm512_fmadd_ps(load(row, i, 0xffff), _mm512_loadu_ps(x + i), sums[0]);
+    if (i < n) {
+        __mmask16 mask = first_lanes(n - i);
+        sums[1] = _mm512_fmadd_ps(load(row, i, mask), _mm512_maskz_loadu_ps(mask, x + i), sums[1]);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(sums[0], sums[1]), _mm512_add_ps(sums[2], sums[3])));
+}
+
+#define PLAIN_ROW_KERNELS(type)                                                             \
+    static void dequantize_##type(const void *row, float *out, int64_t n)                   \
+    {                                                                                       \
+        dequantize_plain(type##_load, row, out, n);                                         \
+    }                                                                                       \
+    static float dot_##type(const void *row, const float *x, int64_t n)                     \
+    {                                                                                       \
+        return dot_plain(type##_load, row, x, n);                                           \
+    }
+
+PLAIN_ROW_KERNELS(f32)
+PLAIN_ROW_KERNELS(f16)
+PLAIN_ROW_KERNELS(bf16)
+
+const quant_kernels quant_kernels_avx512_own = {
+    .level = SIMD_AVX512,
+    .dequantize = {
+        [TENSOR_F32] = dequantize_f32,
+        [TENSOR_F16] = dequantize_f16,
+        [TENSOR_BF16] = dequantize_bf16,
+        [TENSOR_Q8_0] = dequantize_q8_0,
+        [TENSOR_Q4_0] = dequantize_q4_0,
+        [TENSOR_Q4_1] = dequantize_q4_1,
+        [TENSOR_Q5_0] = dequantize_q5_0,
+        [TENSOR_Q5_1] = dequantize_q5_1,
+        [TENSOR_Q4_K] = dequantize_q4_k,
+        [TENSOR_Q5_K] = dequantize_q5_k,
+        [TENSOR_Q6_K] = dequantize_q6_k,
+    },
+    .dot = {
+        [TENSOR_F32] = dot_f32,
+        [TENSOR_F16] = dot_f16,
+        [TENSOR_BF16] = dot_bf16,
+        [TENSOR_Q8_0] = dot_q8_0,
+        [TENSOR_Q4_0] = dot_q4_0,
+        [TENSOR_Q4_1] = dot_q4_1,
+        [TENSOR_Q5_0] = dot_q5_0,
+        [TENSOR_Q5_1] = dot_q5_1,
+        [TENSOR_Q4_K] = dot_q4_k,
+        [TENSOR_Q5_K] = dot_q5_k,
+        [TENSOR_Q6_K] = dot_q6_k,
+    },
+};
