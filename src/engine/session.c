@@ -46,7 +46,10 @@ strata_status strata_session_create(strata_model *model, const strata_session_op
     if (status == STRATA_OK)
         status = forward_scratch_create(model, SESSION_CHUNK_TOKENS, &session->scratch, err);
     if (status == STRATA_OK)
-        status = compute_context_reserve(model->compute, context, err); /* attention scores */
+        status = compute_context_reserve(model->compute,
+                                         compute_attention_scratch_floats(p->head_count, p->kv_head_count,
+                                                                          p->key_length, p->value_length, context),
+                                         err);
     if (status != STRATA_OK) {
         strata_session_destroy(session);
         return status;

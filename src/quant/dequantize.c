@@ -110,18 +110,32 @@ static void dequantize_f32(const void *row, float *out, int64_t n)
     memcpy(out, row, (size_t)n * sizeof(float));
 }
 
-static void dequantize_f16(const void *row, float *out, int64_t n)
+typedef float (*half_converter)(uint16_t bits);
+
+static void dequantize_halves(half_converter convert, const void *row, float *out, int64_t n)
 {
     const uint8_t *bytes = row;
     for (int64_t i = 0; i < n; i++)
-        out[i] = quant_f16_to_f32(quant_read_u16(bytes + 2 * i));
+        out[i] = convert(quant_read_u16(bytes + 2 * i));
+}
+
+static float dot_halves(half_converter convert, const void *row, const float *x, int64_t n)
+{
+    const uint8_t *bytes = row;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n; i++)
+        sum += convert(quant_read_u16(bytes + 2 * i)) * x[i];
+    return sum;
+}
+
+static void dequantize_f16(const void *row, float *out, int64_t n)
+{
+    dequantize_halves(quant_f16_to_f32, row, out, n);
 }
 
 static void dequantize_bf16(const void *row, float *out, int64_t n)
 {
-    const uint8_t *bytes = row;
-    for (int64_t i = 0; i < n; i++)
-        out[i] = quant_bf16_to_f32(quant_read_u16(bytes + 2 * i));
+    dequantize_halves(quant_bf16_to_f32, row, out, n);
 }
 
 static float dot_f32(const void *row, const float *x, int64_t n)
@@ -138,20 +152,12 @@ static float dot_f32(const void *row, const float *x, int64_t n)
 
 static float dot_f16(const void *row, const float *x, int64_t n)
 {
-    const uint8_t *bytes = row;
-    float sum = 0.0f;
-    for (int64_t i = 0; i < n; i++)
-        sum += quant_f16_to_f32(quant_read_u16(bytes + 2 * i)) * x[i];
-    return sum;
+    return dot_halves(quant_f16_to_f32, row, x, n);
 }
 
 static float dot_bf16(const void *row, const float *x, int64_t n)
 {
-    const uint8_t *bytes = row;
-    float sum = 0.0f;
-    for (int64_t i = 0; i < n; i++)
-        sum += quant_bf16_to_f32(quant_read_u16(bytes + 2 * i)) * x[i];
-    return sum;
+    return dot_halves(quant_bf16_to_f32, row, x, n);
 }
 
 /* ---- blocks of 32: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 -------------------------
@@ -337,32 +343,4 @@ QUANT_ROW_KERNELS(q4_k, QUANT_SUPER_BLOCK_ELEMENTS)
 QUANT_ROW_KERNELS(q5_k, QUANT_SUPER_BLOCK_ELEMENTS)
 QUANT_ROW_KERNELS(q6_k, QUANT_SUPER_BLOCK_ELEMENTS)
 
-const quant_kernels quant_kernels_scalar_own = {
-    .level = SIMD_SCALAR,
-    .dequantize = {
-        [TENSOR_F32] = dequantize_f32,
-        [TENSOR_F16] = dequantize_f16,
-        [TENSOR_BF16] = dequantize_bf16,
-        [TENSOR_Q8_0] = dequantize_q8_0,
-        [TENSOR_Q4_0] = dequantize_q4_0,
-        [TENSOR_Q4_1] = dequantize_q4_1,
-        [TENSOR_Q5_0] = dequantize_q5_0,
-        [TENSOR_Q5_1] = dequantize_q5_1,
-        [TENSOR_Q4_K] = dequantize_q4_k,
-        [TENSOR_Q5_K] = dequantize_q5_k,
-        [TENSOR_Q6_K] = dequantize_q6_k,
-    },
-    .dot = {
-        [TENSOR_F32] = dot_f32,
-        [TENSOR_F16] = dot_f16,
-        [TENSOR_BF16] = dot_bf16,
-        [TENSOR_Q8_0] = dot_q8_0,
-        [TENSOR_Q4_0] = dot_q4_0,
-        [TENSOR_Q4_1] = dot_q4_1,
-        [TENSOR_Q5_0] = dot_q5_0,
-        [TENSOR_Q5_1] = dot_q5_1,
-        [TENSOR_Q4_K] = dot_q4_k,
-        [TENSOR_Q5_K] = dot_q5_k,
-        [TENSOR_Q6_K] = dot_q6_k,
-    },
-};
+const quant_kernels quant_kernels_scalar_own = QUANT_KERNEL_TABLE(SIMD_SCALAR);

@@ -20,8 +20,6 @@
 
 #include "quant/kernels_private.h"
 
-#define ALWAYS_INLINE static inline __attribute__((always_inline))
-
 typedef struct value_sink {
     bool dequantizing; /* true: store values to out; false: add values * x to sums */
     float *out;        /* the current block's first output */
@@ -40,11 +38,16 @@ ALWAYS_INLINE void sink_put(value_sink *sink, int offset, __m512 values)
     }
 }
 
-ALWAYS_INLINE __m512 sum_of_sums(const value_sink *sink)
+/* The dot product two sinks hold. */
+ALWAYS_INLINE float sinks_total(const value_sink *even, const value_sink *odd)
 {
-    return _mm512_add_ps(_mm512_add_ps(sink->sums[0], sink->sums[1]),
-                         _mm512_add_ps(sink->sums[2], sink->sums[3]));
+    __m512 sums = _mm512_add_ps(_mm512_add_ps(even->sums[0], even->sums[1]), _mm512_add_ps(even->sums[2], even->sums[3]));
+    sums = _mm512_add_ps(sums, _mm512_add_ps(_mm512_add_ps(odd->sums[0], odd->sums[1]),
+                                             _mm512_add_ps(odd->sums[2], odd->sums[3])));
+    return _mm512_reduce_add_ps(sums);
 }
+
+#include "quant/kernels_simd.h"
 
 ALWAYS_INLINE float read_f16(const uint8_t half[2])
 {
@@ -226,32 +229,20 @@ ALWAYS_INLINE void q5_k_decode(const uint8_t *bytes, value_sink *sink)
     }
 }
 
-/* Q6_K: for each half of 128 elements, three 32-byte loads give the four
- * groups of 32 six-bit quants (see dequantize.c), assembled bytewise; each
- * group's 16-element halves are the sub-blocks with their own scale. */
+/* Q6_K: the quants of each half, assembled bytewise (q6_k_half_quants);
+ * each group's 16-element halves are sub-blocks with their own scale. */
 ALWAYS_INLINE void q6_k_decode(const uint8_t *bytes, value_sink *sink)
 {
     const q6_k_block *block = (const q6_k_block *)bytes;
     __m512i scale_bytes = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)block->scales));
     __m512 scales = _mm512_mul_ps(_mm512_set1_ps(read_f16(block->d)), _mm512_cvtepi32_ps(scale_bytes));
-    __m256i low4 = _mm256_set1_epi8(0x0f), top2 = _mm256_set1_epi8(0x30), bias = _mm256_set1_epi8(32);
 #pragma GCC unroll 2
     for (int half = 0; half < 2; half++) {
-        __m256i ql_a = _mm256_loadu_si256((const __m256i *)(block->ql + 64 * half));
-        __m256i ql_b = _mm256_loadu_si256((const __m256i *)(block->ql + 64 * half + 32));
-        __m256i qh = _mm256_loadu_si256((const __m256i *)(block->qh + 32 * half));
-        /* 16-bit shifts: the bits they move across byte borders are masked off */
-        __m256i groups[4] = {
-            _mm256_or_si256(_mm256_and_si256(ql_a, low4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), top2)),
-            _mm256_or_si256(_mm256_and_si256(ql_b, low4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), top2)),
-            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql_a, 4), low4), _mm256_and_si256(qh, top2)),
-            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql_b, 4), low4),
-                            _mm256_and_si256(_mm256_srli_epi16(qh, 2), top2)),
-        };
+        __m256i groups[4];
+        q6_k_half_quants(block, half, groups);
 #pragma GCC unroll 4
         for (int group = 0; group < 4; group++) {
-            __m256i centered = _mm256_sub_epi8(groups[group], bias);
-            __m128i parts[2] = {_mm256_castsi256_si128(centered), _mm256_extracti128_si256(centered, 1)};
+            __m128i parts[2] = {_mm256_castsi256_si128(groups[group]), _mm256_extracti128_si256(groups[group], 1)};
 #pragma GCC unroll 2
             for (int part = 0; part < 2; part++) {
                 int sub_block = 8 * half + 2 * group + part;
@@ -264,54 +255,6 @@ ALWAYS_INLINE void q6_k_decode(const uint8_t *bytes, value_sink *sink)
 }
 
 /* ---- rows of blocks ---------------------------------------------------- */
-
-typedef void (*block_decoder)(const uint8_t *block, value_sink *sink);
-
-ALWAYS_INLINE void dequantize_blocks(block_decoder decode, size_t block_bytes, int block_elements,
-                                     const void *row, float *out, int64_t n)
-{
-    value_sink sink = {.dequantizing = true};
-    const uint8_t *block = row;
-    for (int64_t start = 0; start < n; start += block_elements, block += block_bytes) {
-        sink.out = out + start;
-        decode(block, &sink);
-    }
-}
-
-/* A block of 32 adds into one or two of a sink's four sums, so blocks of
- * 32 alternate between two sinks; a block of 256 fills all four of one. */
-ALWAYS_INLINE float dot_blocks(block_decoder decode, size_t block_bytes, int block_elements,
-                               const void *row, const float *x, int64_t n)
-{
-    value_sink even = {.dequantizing = false}, odd = {.dequantizing = false};
-    const uint8_t *block = row;
-    int64_t start = 0;
-    if (block_elements < QUANT_SUPER_BLOCK_ELEMENTS) {
-        for (; start + 2 * block_elements <= n; start += 2 * block_elements, block += 2 * block_bytes) {
-            even.x = x + start;
-            decode(block, &even);
-            odd.x = x + start + block_elements;
-            decode(block + block_bytes, &odd);
-        }
-    }
-    for (; start < n; start += block_elements, block += block_bytes) {
-        even.x = x + start;
-        decode(block, &even);
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(sum_of_sums(&even), sum_of_sums(&odd)));
-}
-
-/* One row dequantizer and one dot per block type; they differ only in the
- * block they name. */
-#define BLOCK_ROW_KERNELS(type, elements)                                                   \
-    static void dequantize_##type(const void *row, float *out, int64_t n)                   \
-    {                                                                                       \
-        dequantize_blocks(type##_decode, sizeof(type##_block), elements, row, out, n);      \
-    }                                                                                       \
-    static float dot_##type(const void *row, const float *x, int64_t n)                     \
-    {                                                                                       \
-        return dot_blocks(type##_decode, sizeof(type##_block), elements, row, x, n);        \
-    }
 
 BLOCK_ROW_KERNELS(q8_0, QUANT_BLOCK_ELEMENTS)
 BLOCK_ROW_KERNELS(q4_0, QUANT_BLOCK_ELEMENTS)
@@ -390,32 +333,4 @@ PLAIN_ROW_KERNELS(f32)
 PLAIN_ROW_KERNELS(f16)
 PLAIN_ROW_KERNELS(bf16)
 
-const quant_kernels quant_kernels_avx512_own = {
-    .level = SIMD_AVX512,
-    .dequantize = {
-        [TENSOR_F32] = dequantize_f32,
-        [TENSOR_F16] = dequantize_f16,
-        [TENSOR_BF16] = dequantize_bf16,
-        [TENSOR_Q8_0] = dequantize_q8_0,
-        [TENSOR_Q4_0] = dequantize_q4_0,
-        [TENSOR_Q4_1] = dequantize_q4_1,
-        [TENSOR_Q5_0] = dequantize_q5_0,
-        [TENSOR_Q5_1] = dequantize_q5_1,
-        [TENSOR_Q4_K] = dequantize_q4_k,
-        [TENSOR_Q5_K] = dequantize_q5_k,
-        [TENSOR_Q6_K] = dequantize_q6_k,
-    },
-    .dot = {
-        [TENSOR_F32] = dot_f32,
-        [TENSOR_F16] = dot_f16,
-        [TENSOR_BF16] = dot_bf16,
-        [TENSOR_Q8_0] = dot_q8_0,
-        [TENSOR_Q4_0] = dot_q4_0,
-        [TENSOR_Q4_1] = dot_q4_1,
-        [TENSOR_Q5_0] = dot_q5_0,
-        [TENSOR_Q5_1] = dot_q5_1,
-        [TENSOR_Q4_K] = dot_q4_k,
-        [TENSOR_Q5_K] = dot_q5_k,
-        [TENSOR_Q6_K] = dot_q6_k,
-    },
-};
+const quant_kernels quant_kernels_avx512_own = QUANT_KERNEL_TABLE(SIMD_AVX512);

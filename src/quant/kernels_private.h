@@ -17,6 +17,10 @@
 
 #include "quant/kernels.h"
 
+/* For the helpers of the SIMD kernels: they must be inlined so that their
+ * constant arguments (decoders, offsets, flags) fold away. */
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
 #define QUANT_BLOCK_ELEMENTS 32        /* values per block of Q4_0 .. Q8_0 */
 #define QUANT_SUPER_BLOCK_ELEMENTS 256 /* values per block of the K types */
 
@@ -119,6 +123,39 @@ static inline void quant_k_sub_block_scales(float d, float dmin, const uint8_t p
         offsets[s] = dmin * (float)m;
     }
 }
+
+/* A level's kernel table, for a file that implements every computable type
+ * with static functions named dequantize_<type> and dot_<type>. */
+#define QUANT_KERNEL_TABLE(table_level)           \
+    {                                             \
+        .level = (table_level),                   \
+        .dequantize = {                           \
+            [TENSOR_F32] = dequantize_f32,        \
+            [TENSOR_F16] = dequantize_f16,        \
+            [TENSOR_BF16] = dequantize_bf16,      \
+            [TENSOR_Q8_0] = dequantize_q8_0,      \
+            [TENSOR_Q4_0] = dequantize_q4_0,      \
+            [TENSOR_Q4_1] = dequantize_q4_1,      \
+            [TENSOR_Q5_0] = dequantize_q5_0,      \
+            [TENSOR_Q5_1] = dequantize_q5_1,      \
+            [TENSOR_Q4_K] = dequantize_q4_k,      \
+            [TENSOR_Q5_K] = dequantize_q5_k,      \
+            [TENSOR_Q6_K] = dequantize_q6_k,      \
+        },                                        \
+        .dot = {                                  \
+            [TENSOR_F32] = dot_f32,               \
+            [TENSOR_F16] = dot_f16,               \
+            [TENSOR_BF16] = dot_bf16,             \
+            [TENSOR_Q8_0] = dot_q8_0,             \
+            [TENSOR_Q4_0] = dot_q4_0,             \
+            [TENSOR_Q4_1] = dot_q4_1,             \
+            [TENSOR_Q5_0] = dot_q5_0,             \
+            [TENSOR_Q5_1] = dot_q5_1,             \
+            [TENSOR_Q4_K] = dot_q4_k,             \
+            [TENSOR_Q5_K] = dot_q5_k,             \
+            [TENSOR_Q6_K] = dot_q6_k,             \
+        },                                        \
+    }
 
 /* The kernels each level implements itself (NULL where it does not). */
 extern const quant_kernels quant_kernels_scalar_own;

@@ -170,8 +170,9 @@ static void attention_matches_plain_loops(void)
 {
     compute_context *context = NULL;
     strata_error error;
-    CHECK(compute_context_create(2, 1024, &context, &error) == STRATA_OK);
     enum { TOKENS = 5, HEADS = 4, KV_HEADS = 2, DIM = 8, CAPACITY = 12 };
+    CHECK(compute_context_create(2, compute_attention_scratch_floats(HEADS, KV_HEADS, DIM, DIM, CAPACITY),
+                                 &context, &error) == STRATA_OK);
     float q[TOKENS * HEADS * DIM], k[KV_HEADS * CAPACITY * DIM], v[KV_HEADS * CAPACITY * DIM];
     float out[TOKENS * HEADS * DIM];
     int64_t positions[TOKENS] = {6, 7, 8, 9, 10};
@@ -182,7 +183,15 @@ static void attention_matches_plain_loops(void)
         attention_args args = {.queries = q, .keys = k, .values = v, .output = out, .positions = positions,
                                .tokens = TOKENS, .heads = HEADS, .kv_heads = KV_HEADS, .head_dim = DIM,
                                .value_dim = DIM, .capacity = CAPACITY, .window = window, .scale = 0.3f};
+        compute_attention(context, &args); /* 5 tokens: the blocked prefill path */
+        args.tokens = 1;                   /* 1 token: the decode path, on the last row */
+        args.queries = q + (TOKENS - 1) * HEADS * DIM;
+        args.positions = positions + TOKENS - 1;
+        float decode_out[HEADS * DIM];
+        args.output = decode_out;
         compute_attention(context, &args);
+        for (int i = 0; i < HEADS * DIM; i++)
+            CHECK(fabsf(decode_out[i] - out[(TOKENS - 1) * HEADS * DIM + i]) <= 1e-5f);
         for (int t = 0; t < TOKENS; t++)
             for (int h = 0; h < HEADS; h++) {
                 int kv = h / (HEADS / KV_HEADS);

@@ -12,6 +12,7 @@
 
 #include <math.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -175,18 +176,21 @@ void compute_rope(float *x, int64_t tokens, int64_t heads, int64_t head_dim, int
                   const int64_t *positions, const rope_params *params)
 {
     int64_t pairs = params->rotated_dims / 2;
+    double inverse_frequency[2048]; /* rotated_dims <= head size <= 4096 (checked at load) */
+    for (int64_t i = 0; i < pairs; i++) {
+        inverse_frequency[i] = pow((double)params->base, -2.0 * (double)i / (double)params->rotated_dims);
+        if (params->frequency_factors != NULL)
+            inverse_frequency[i] /= params->frequency_factors[i];
+    }
     for (int64_t t = 0; t < tokens; t++) {
         double position = (double)positions[t] * params->frequency_scale;
         for (int64_t i = 0; i < pairs; i++) {
-            double exponent = -2.0 * (double)i / (double)params->rotated_dims;
-            double angle = position * pow((double)params->base, exponent);
-            if (params->frequency_factors != NULL)
-                angle /= params->frequency_factors[i];
+            double angle = position * inverse_frequency[i];
             float cosine = (float)cos(angle), sine = (float)sin(angle);
+            int64_t first = params->style == ROPE_NORM ? 2 * i : i;
+            int64_t second = params->style == ROPE_NORM ? 2 * i + 1 : i + pairs;
             for (int64_t h = 0; h < heads; h++) {
                 float *head = x + t * stride + h * head_dim;
-                int64_t first = params->style == ROPE_NORM ? 2 * i : i;
-                int64_t second = params->style == ROPE_NORM ? 2 * i + 1 : i + pairs;
                 float a = head[first], b = head[second];
                 head[first] = a * cosine - b * sine;
                 head[second] = a * sine + b * cosine;
@@ -211,6 +215,11 @@ void compute_soft_cap(float *x, int64_t n, float cap)
     for (int64_t i = 0; i < n; i++)
         x[i] = cap * tanhf(x[i] / cap);
 }
+
+/* Prefill attention works on blocks of ATTENTION_BLOCK_ROWS query rows (the
+ * query heads of one KV head times the block's tokens); fewer new tokens than
+ * ATTENTION_BLOCK_MIN_TOKENS (decode) take the per-(token, head) path. */
+enum { ATTENTION_BLOCK_ROWS = 64, ATTENTION_BLOCK_MIN_TOKENS = 4 };
 
 typedef struct attention_job {
     compute_context *context;
@@ -251,15 +260,109 @@ static void attention_one(const attention_args *args, const vector_kernels *vect
         vector->axpy(out, scores[p - first] * inverse, values + p * value_dim, value_dim);
 }
 
+/* Keys visible to the token at `position`: [first, position]. */
+static int64_t first_visible(const attention_args *args, int64_t position)
+{
+    if (args->window > 0 && position - args->window + 1 > 0)
+        return position - args->window + 1;
+    return 0;
+}
+
+/* The blocked path, for prefill: one KV head and a block of tokens at once.
+ * All query heads of the KV group, for all tokens of the block, form the
+ * rows of two matrix products through transposed panels: scores = Q K^T over
+ * the block's key span, then (after the masked softmax) output = P V. */
+static void attention_block(const attention_args *args, const vector_kernels *vector, int64_t kv_head,
+                            int64_t token_begin, int64_t token_end, float *scratch)
+{
+    int64_t group = args->heads / args->kv_heads;
+    int64_t d = args->head_dim, dv = args->value_dim;
+    int64_t rows = (token_end - token_begin) * group;
+    int64_t low = INT64_MAX, high = 0;
+    for (int64_t t = token_begin; t < token_end; t++) {
+        int64_t first = first_visible(args, args->positions[t]);
+        low = first < low ? first : low;
+        high = args->positions[t] > high ? args->positions[t] : high;
+    }
+    int64_t width = high - low + 1;
+    float *queries = scratch, *scores = queries + rows * d, *output = scores + rows * width;
+    float *panel = output + rows * dv;
+    const float *keys = args->keys + (kv_head * args->capacity + low) * d;
+    const float *values = args->values + (kv_head * args->capacity + low) * dv;
+
+    for (int64_t t = token_begin; t < token_end; t++)
+        memcpy(queries + (t - token_begin) * group * d,
+               args->queries + (t * args->heads + kv_head * group) * d, (size_t)(group * d) * sizeof(float));
+    for (int64_t p0 = 0; p0 < width; p0 += PANEL_ROWS) {
+        int64_t count = width - p0 < PANEL_ROWS ? width - p0 : PANEL_ROWS;
+        for (int64_t j = 0; j < d; j++)
+            for (int64_t r = 0; r < PANEL_ROWS; r++)
+                panel[j * PANEL_ROWS + r] = r < count ? keys[(p0 + r) * d + j] : 0.0f;
+        vector->panel_multiply(panel, d, queries, d, rows, scores + p0, width, count);
+    }
+    for (int64_t row = 0; row < rows; row++) {
+        int64_t t = token_begin + row / group;
+        int64_t first = first_visible(args, args->positions[t]) - low, last = args->positions[t] - low;
+        float *s = scores + row * width;
+        float max_score = -INFINITY;
+        for (int64_t p = first; p <= last; p++) {
+            s[p] *= args->scale;
+            max_score = s[p] > max_score ? s[p] : max_score;
+        }
+        float sum = 0.0f;
+        for (int64_t p = first; p <= last; p++) {
+            s[p] = expf(s[p] - max_score);
+            sum += s[p];
+        }
+        float inverse = 1.0f / sum;
+        for (int64_t p = 0; p < width; p++)
+            s[p] = p >= first && p <= last ? s[p] * inverse : 0.0f;
+    }
+    for (int64_t d0 = 0; d0 < dv; d0 += PANEL_ROWS) {
+        int64_t count = dv - d0 < PANEL_ROWS ? dv - d0 : PANEL_ROWS;
+        for (int64_t j = 0; j < width; j++)
+            for (int64_t r = 0; r < PANEL_ROWS; r++)
+                panel[j * PANEL_ROWS + r] = r < count ? values[j * dv + d0 + r] : 0.0f;
+        vector->panel_multiply(panel, width, scores, width, rows, output + d0, dv, count);
+    }
+    for (int64_t t = token_begin; t < token_end; t++)
+        memcpy(args->output + (t * args->heads + kv_head * group) * dv, output + (t - token_begin) * group * dv,
+               (size_t)(group * dv) * sizeof(float));
+}
+
+int64_t compute_attention_scratch_floats(int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t value_dim,
+                                         int64_t capacity)
+{
+    int64_t group = heads / kv_heads;
+    int64_t block_tokens = ATTENTION_BLOCK_ROWS / group > 0 ? ATTENTION_BLOCK_ROWS / group : 1;
+    int64_t rows = block_tokens * group;
+    int64_t width = capacity; /* the widest key span a block can see */
+    int64_t panel = PANEL_ROWS * (head_dim > width ? head_dim : width);
+    int64_t blocked = rows * (head_dim + width + value_dim) + panel;
+    return blocked > capacity ? blocked : capacity; /* the per-pair path needs `capacity` scores */
+}
+
 static void attention_task(void *argument, int thread_index, int thread_count)
 {
     const attention_job *job = argument;
     const attention_args *args = job->args;
-    /* Interleaved, not in ranges: later tokens see more keys and cost more. */
-    long pairs = (long)(args->tokens * args->heads);
-    float *scores = job->context->scratch[thread_index];
-    for (long pair = thread_index; pair < pairs; pair += thread_count)
-        attention_one(args, job->context->vector, pair / args->heads, pair % args->heads, scores);
+    float *scratch = job->context->scratch[thread_index];
+    /* Work is interleaved, not split in ranges: later tokens see more keys and cost more. */
+    if (args->tokens < ATTENTION_BLOCK_MIN_TOKENS) {
+        long pairs = (long)(args->tokens * args->heads);
+        for (long pair = thread_index; pair < pairs; pair += thread_count)
+            attention_one(args, job->context->vector, pair / args->heads, pair % args->heads, scratch);
+        return;
+    }
+    int64_t group = args->heads / args->kv_heads;
+    int64_t block_tokens = ATTENTION_BLOCK_ROWS / group > 0 ? ATTENTION_BLOCK_ROWS / group : 1;
+    int64_t blocks = (args->tokens + block_tokens - 1) / block_tokens;
+    for (int64_t item = thread_index; item < blocks * args->kv_heads; item += thread_count) {
+        int64_t block = item / args->kv_heads, kv_head = item % args->kv_heads;
+        int64_t begin = block * block_tokens;
+        int64_t end = begin + block_tokens < args->tokens ? begin + block_tokens : args->tokens;
+        attention_block(args, job->context->vector, kv_head, begin, end, scratch);
+    }
 }
 
 void compute_attention(compute_context *context, const attention_args *args)

@@ -104,7 +104,11 @@ typedef struct attention_args {
     float scale;            /* multiplies q . k */
 } attention_args;
 
-/* Computes softmax(q . k * scale) . v for every (token, head), spread over the threads. */
+/* Computes softmax(q . k * scale) . v for every (token, head), spread over the
+ * threads; each thread needs compute_attention_scratch_floats() of scratch. */
 void compute_attention(compute_context *context, const attention_args *args);
+/* Returns the per-thread scratch floats attention needs for a KV buffer of capacity positions. */
+int64_t compute_attention_scratch_floats(int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t value_dim,
+                                         int64_t capacity);
 
 #endif
