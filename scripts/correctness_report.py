@@ -26,7 +26,6 @@ the peer build (scripts/peer-build.sh). Memory: ~8 GB; time: ~4 minutes on 2 cor
 from __future__ import annotations
 
 import argparse
-import ctypes
 import datetime
 import json
 import os

@@ -15,7 +15,7 @@ if [ -f "$stamp" ]; then
     exit 0
 fi
 mkdir -p "$cache/peer"
-if [ ! -d "$root/vendor/llama.cpp" ]; then
+if [ ! -f "$root/vendor/llama.cpp/CMakeLists.txt" ]; then
     tmp=$(mktemp -d)
     python3 -m pip download --quiet --no-deps --no-binary :all: -d "$tmp" "llama-cpp-python==$version" >&2
     tar -xzf "$tmp"/llama_cpp_python-"$version".tar.gz -C "$cache/peer"

@@ -5,9 +5,9 @@
  * (quant_kernels_<level>_own); here they are merged once, on first use, so a
  * SIMD table falls back to the scalar kernel of every type it does not
  * specialize. The selected table is the one for cpu_simd_level_selected(),
- * read once: the environment cap STRATA_SIMD applies at start-up. */
+ * asked once, at the first call: STRATA_SIMD set later has no effect. */
+#include <pthread.h>
 #include <stddef.h>
-#include <threads.h>
 
 #include "quant/kernels.h"
 #include "quant/kernels_private.h"
@@ -22,7 +22,7 @@ static const quant_kernels *const kernels_own[] = {
 
 static quant_kernels kernels_merged[SIMD_LEVEL_COUNT];
 static const quant_kernels *kernels_selected;
-static once_flag kernels_ready = ONCE_FLAG_INIT;
+static pthread_once_t kernels_ready = PTHREAD_ONCE_INIT;
 
 static void merge_kernel_tables(void)
 {
@@ -30,7 +30,6 @@ static void merge_kernel_tables(void)
     for (size_t level = 0; level < SIMD_LEVEL_COUNT; level++) {
         quant_kernels *merged = &kernels_merged[level];
         *merged = *kernels_own[level];
-        merged->level = (simd_level)level;
         for (int type = 0; type < TENSOR_TYPE_LIMIT; type++) {
             if (merged->dequantize[type] == NULL)
                 merged->dequantize[type] = scalar->dequantize[type];
@@ -46,13 +45,13 @@ const quant_kernels *quant_kernels_for_level(simd_level level)
 {
     if ((size_t)level >= SIMD_LEVEL_COUNT)
         return NULL;
-    call_once(&kernels_ready, merge_kernel_tables);
+    pthread_once(&kernels_ready, merge_kernel_tables);
     return &kernels_merged[level];
 }
 
 /* Returns the table for the level cpu_simd_level_selected() picks (cached). */
 const quant_kernels *quant_kernels_selected(void)
 {
-    call_once(&kernels_ready, merge_kernel_tables);
+    pthread_once(&kernels_ready, merge_kernel_tables);
     return kernels_selected;
 }

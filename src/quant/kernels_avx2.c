@@ -1,11 +1,11 @@
 /* quant/kernels_avx2.c: the AVX2 kernels (with FMA and F16C).
  *
- * Same shape as kernels_avx512.c: one block decoder per type produces the
- * block's values, eight floats at a time, and hands them to a value_sink
- * that either stores them (dequantize) or multiplies them with x into one of
- * four running sums (dot). Values are computed with the same float
- * operations as dequantize.c, so dequantized rows are bit-identical to the
- * scalar ones.
+ * Same shape as kernels_avx512.c (kernels_simd.h describes it): one block
+ * decoder per type produces the block's values, eight floats at a time, and
+ * hands them to a value_sink that either stores them (dequantize) or
+ * multiplies them with x into one of four running sums (dot). Values are
+ * computed with the same float operations as dequantize.c, so dequantized
+ * rows are bit-identical to the scalar ones.
  *
  * AVX2 has no 16-entry float table lookup, so quants are widened to 32-bit
  * lanes straight from memory (vpmovzxbd / vpmovsxbd, eight bytes at a time),
@@ -56,11 +56,6 @@ ALWAYS_INLINE float sinks_total(const value_sink *even, const value_sink *odd)
 }
 
 #include "quant/kernels_simd.h"
-
-ALWAYS_INLINE float read_f16(const uint8_t half[2])
-{
-    return _cvtsh_ss(quant_read_u16(half));
-}
 
 /* 8 bytes zero-extended to 32-bit lanes. */
 ALWAYS_INLINE __m256i widen_u8(const uint8_t *bytes)
@@ -128,15 +123,17 @@ ALWAYS_INLINE void block32_quants(const uint8_t qs[16], bool has_qh, uint32_t qh
      * that no bit is shifted out of 32 bits. */
     __m256i first_half_bits = _mm256_set1_epi32((int)((qh & 0xffff) << 4));
     __m256i second_half_bits = _mm256_set1_epi32((int)(qh >> 12));
-    __m256i lane_shifts[2] = {_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15)};
+    __m256i lane_shifts[2] = {_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                              _mm256_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15)};
 #pragma GCC unroll 2
     for (int part = 0; part < 2; part++) {
         __m256i bytes = widen_u8(qs + 8 * part);
         __m256i low = _mm256_and_si256(bytes, nibble), high = _mm256_srli_epi32(bytes, 4);
         if (has_qh) {
-            low = _mm256_or_si256(low, _mm256_and_si256(_mm256_srlv_epi32(first_half_bits, lane_shifts[part]), fifth_bit));
-            high = _mm256_or_si256(high,
-                                   _mm256_and_si256(_mm256_srlv_epi32(second_half_bits, lane_shifts[part]), fifth_bit));
+            __m256i low_bits = _mm256_srlv_epi32(first_half_bits, lane_shifts[part]);
+            __m256i high_bits = _mm256_srlv_epi32(second_half_bits, lane_shifts[part]);
+            low = _mm256_or_si256(low, _mm256_and_si256(low_bits, fifth_bit));
+            high = _mm256_or_si256(high, _mm256_and_si256(high_bits, fifth_bit));
         }
         quants[part] = _mm256_cvtepi32_ps(_mm256_sub_epi32(low, bias_vector));
         quants[2 + part] = _mm256_cvtepi32_ps(_mm256_sub_epi32(high, bias_vector));

@@ -84,7 +84,8 @@ _Static_assert(sizeof(q4_k_block) == 144, "Q4_K block is 144 bytes");
 _Static_assert(sizeof(q5_k_block) == 176, "Q5_K block is 176 bytes");
 _Static_assert(sizeof(q6_k_block) == 210, "Q6_K block is 210 bytes");
 
-/* Reads a little-endian u16 from possibly unaligned memory. */
+/* Reads a little-endian u16 (strata runs on little-endian machines) from
+ * possibly unaligned memory. */
 static inline uint16_t quant_read_u16(const uint8_t *bytes)
 {
     uint16_t value;

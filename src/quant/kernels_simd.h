@@ -8,9 +8,9 @@
  * and sinks_total(even, odd), the dot product two sinks hold, then includes
  * this header for what does not depend on the vector width: the loops over
  * a row's blocks, BLOCK_ROW_KERNELS to make the row kernels of a type from
- * its decoder, and the bytewise assembly of Q6_K quants, which both files
- * do with 256-bit operations. Only those two files, compiled with AVX2,
- * include it. */
+ * its decoder, the bytewise assembly of Q6_K quants (256-bit operations in
+ * both files), and the reading of f16 fields. Only those two files,
+ * compiled with AVX2 or more, include it. */
 #ifndef STRATA_QUANT_KERNELS_SIMD_H
 #define STRATA_QUANT_KERNELS_SIMD_H
 
@@ -19,6 +19,12 @@
 #include <stdint.h>
 
 #include "quant/kernels_private.h"
+
+/* An f16 field as a float (F16C converts exactly, as quant_f16_to_f32 does). */
+ALWAYS_INLINE float read_f16(const uint8_t half[2])
+{
+    return _cvtsh_ss(quant_read_u16(half));
+}
 
 typedef void (*block_decoder)(const uint8_t *block, value_sink *sink);
 

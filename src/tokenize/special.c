@@ -39,7 +39,8 @@ typedef struct trie_node {
 } trie_node;
 
 struct special_tokens {
-    int32_t *ids;  /* special token ids, longest text first (ties: lower id first) */
+    int32_t *ids;  /* special token ids, longest text first; ties by lower id (llama.cpp's
+                    * sort leaves their order open; it only matters if equal-length texts overlap) */
     size_t count;
     trie_node *nodes;
     size_t node_count;
@@ -67,7 +68,7 @@ static bool is_special(uint8_t attr)
 }
 
 /* Returns the child of parent (a root when parent is -1) for byte, or -1. */
-static int32_t trie_child(special_tokens *specials, int32_t parent, unsigned char byte)
+static int32_t trie_child(const special_tokens *specials, int32_t parent, unsigned char byte)
 {
     int32_t node = parent < 0 ? specials->roots[byte] : specials->nodes[parent].first_child;
     if (parent < 0)
@@ -105,6 +106,12 @@ strata_status special_tokens_build(const tokenizer *tok, special_tokens **out, s
         }
     }
     size_t count = specials->count;
+    if (total_bytes >= INT32_MAX) {
+        special_tokens_destroy(specials);
+        return strata_fail(err, STRATA_E_FORMAT,
+                           "tokenizer: the %zu special tokens take %zu bytes, more than the limit of %d", count,
+                           total_bytes, INT32_MAX - 1);
+    }
     special_order *sorted = malloc((count + 1) * sizeof *sorted);
     specials->ids = malloc((count + 1) * sizeof *specials->ids);
     specials->nodes = malloc((total_bytes + 1) * sizeof *specials->nodes);
@@ -173,7 +180,7 @@ static void walk_matches(const tokenizer *tok, const char *text, size_t length, 
 {
     const special_tokens *specials = tok->specials;
     for (size_t start = 0; start < length; start++) {
-        int32_t node = specials->roots[(unsigned char)text[start]];
+        int32_t node = trie_child(specials, -1, (unsigned char)text[start]);
         for (size_t i = start + 1; node >= 0; i++) {
             int32_t order = specials->nodes[node].order;
             if (order >= 0 && may_split(tok, specials->ids[order], parse_special)) {
@@ -182,11 +189,7 @@ static void walk_matches(const tokenizer *tok, const char *text, size_t length, 
                 else if (found->counts[order] <= found->heavy_threshold)
                     found->positions[found->first[order] + found->filled[order]++] = (uint32_t)start;
             }
-            if (i == length)
-                break;
-            node = specials->nodes[node].first_child;
-            while (node >= 0 && specials->nodes[node].byte != (unsigned char)text[i])
-                node = specials->nodes[node].next_sibling;
+            node = i < length ? trie_child(specials, node, (unsigned char)text[i]) : -1;
         }
     }
 }

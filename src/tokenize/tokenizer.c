@@ -7,7 +7,7 @@
  * and flags with llama.cpp's defaults. Like llama.cpp it then adjusts some
  * tokens by their text: end-of-turn markers (<end_of_turn>, <|im_end|>,
  * <|eot_id|>, <|endoftext|>, ...) and fill-in-the-middle markers become
- * control tokens, and the former end generation.
+ * control tokens, and the end-of-turn markers end generation.
  *
  * Encoding cuts special-token text out first (special.c) and hands each raw
  * fragment to the vocabulary's algorithm (spm.c, bpe.c). Every array read

@@ -36,6 +36,16 @@ def strata_binary() -> Path:
     return path
 
 
+def require_strata() -> Path:
+    """strata_binary() for tests: a missing binary fails the test, never skips it."""
+    import pytest
+
+    try:
+        return strata_binary()
+    except StrataMissing as e:
+        pytest.fail(str(e))
+
+
 def strata_logits(model, tokens, chunk: int | None = None, threads: int | None = None,
                   timeout: float = 600) -> np.ndarray:
     """float32 [len(tokens), n_vocab] from `strata logits`; raises

@@ -17,7 +17,7 @@ import json
 import pytest
 
 import gemma_reference as gr
-from strata_cli import StrataMissing, strata_binary, strata_logits
+from strata_cli import require_strata, strata_logits
 
 PROMPTS = gr.load_prompts()
 
@@ -32,10 +32,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def strata():
-    try:
-        return strata_binary()
-    except StrataMissing as e:
-        pytest.fail(str(e))
+    return require_strata()
 
 
 @pytest.fixture(scope="module")

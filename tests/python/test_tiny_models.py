@@ -29,7 +29,7 @@ import pytest
 
 import make_tiny_models as tiny
 import reference
-from strata_cli import StrataMissing, strata_binary, strata_logits
+from strata_cli import require_strata, strata_logits
 
 F32_TOLERANCE = 1e-4
 HALF_AND_QUANT_TOLERANCE = 2e-5
@@ -47,10 +47,7 @@ def models(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def strata():
-    try:
-        return strata_binary()
-    except StrataMissing as e:
-        pytest.fail(str(e))
+    return require_strata()
 
 
 _batch_logits: dict[str, np.ndarray] = {}

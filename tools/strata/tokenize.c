@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/error.h"
 #include "commands.h"
 #include "format/gguf.h"
 #include "options.h"
@@ -98,13 +99,13 @@ int command_tokenize(int argc, char **argv)
     tokenizer *tok = NULL;
     int32_t *tokens = NULL;
     size_t count = 0;
-    strata_status status = gguf_open(model_path, &file, &error);
-    if (status == STRATA_OK)
-        status = tokenizer_load(file, &tok, &error);
+    strata_status status = gguf_open(model_path, &file, &error); /* its messages name the file */
+    if (status == STRATA_OK && (status = tokenizer_load(file, &tok, &error)) != STRATA_OK)
+        strata_error_prefix(&error, "%s: ", model_path);
     if (status == STRATA_OK)
         status = tokenizer_encode(tok, text, length, add_special, parse_special, &tokens, &count, &error);
     if (status != STRATA_OK) {
-        fprintf(stderr, "strata tokenize: %s: %s\n", model_path, error.message);
+        fprintf(stderr, "strata tokenize: %s\n", error.message);
     } else if (pieces) {
         for (size_t i = 0; i < count; i++)
             print_piece_line(tok, tokens[i]);
