@@ -91,6 +91,16 @@ static strata_status read_params(loader *l)
     if (status == STRATA_OK) status = read_float(l, "attention.layer_norm_rms_epsilon", &p->rms_epsilon);
     if (status == STRATA_OK) status = read_float(l, "rope.freq_base", &p->rope_base);
     if (status == STRATA_OK) status = read_float(l, "final_logit_softcapping", &p->final_logit_soft_cap);
+    p->rope_base_local = l->model->arch->local_rope_base;
+    p->sliding_window_period = l->model->arch->sliding_window_period;
+    if (status == STRATA_OK) status = read_float(l, "rope.freq_base_swa", &p->rope_base_local);
+    /* attention.sliding_window_pattern is a period here; a per-layer array of
+     * bools (newer converters) is read layer by layer in bind_layer. */
+    char pattern_key[160];
+    snprintf(pattern_key, sizeof pattern_key, "%sattention.sliding_window_pattern", l->prefix);
+    const gguf_value *pattern = gguf_find(l->model->file, pattern_key);
+    if (status == STRATA_OK && pattern != NULL && pattern->type != GGUF_TYPE_ARRAY)
+        status = read_integer(l, "attention.sliding_window_pattern", false, &p->sliding_window_period);
     if (status != STRATA_OK)
         return status;
     if (p->kv_head_count <= 0 || p->head_count % p->kv_head_count != 0)
@@ -270,9 +280,19 @@ static strata_status bind_layer(loader *l, int64_t il)
     if (status == STRATA_OK) status = bind_matrix(l, LAYER_TENSOR("ffn_down.weight"), ff, n_embd, true, &layer->down);
     if (status == STRATA_OK) status = bind_vector(l, LAYER_TENSOR("post_ffw_norm.weight"), n_embd, arch->post_norms, &layer->post_ffn_norm);
 #undef LAYER_TENSOR
-    int period = arch->sliding_window_period;
+    int64_t period = p->sliding_window_period;
     layer->sliding_window = p->sliding_window > 0 && period > 0 && il % period != period - 1;
-    layer->rope_base = layer->sliding_window ? arch->local_rope_base : p->rope_base;
+    char pattern_key[160];
+    snprintf(pattern_key, sizeof pattern_key, "%sattention.sliding_window_pattern", l->prefix);
+    const gguf_value *pattern = gguf_find(m->file, pattern_key);
+    if (pattern != NULL && pattern->type == GGUF_TYPE_ARRAY) {
+        if (pattern->as.array.element_type != GGUF_TYPE_BOOL || pattern->as.array.count < (uint64_t)p->layer_count)
+            return strata_fail(l->err, STRATA_E_FORMAT,
+                               "%s: '%s' must be a number or one bool per layer (%lld layers)", l->path,
+                               pattern_key, (long long)p->layer_count);
+        layer->sliding_window = p->sliding_window > 0 && ((const uint8_t *)pattern->as.array.data)[il] != 0;
+    }
+    layer->rope_base = layer->sliding_window ? p->rope_base_local : p->rope_base;
     return status;
 }
 

@@ -31,6 +31,8 @@ typedef struct model_params {
     int64_t max_feed_forward_length;
     float rms_epsilon;
     float rope_base;            /* of global layers */
+    float rope_base_local;      /* of sliding-window layers */
+    int64_t sliding_window_period; /* 0: all layers global; p: layer il is global iff il % p == p - 1 */
     float rope_frequency_scale; /* 1 / linear scaling factor */
     float attention_scale;      /* multiplies q . k */
     float embedding_scale;      /* multiplies embeddings (1 unless the arch scales them) */

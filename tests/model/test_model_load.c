@@ -107,6 +107,36 @@ static void gemma3_interleaves_sliding_window_layers(void)
     strata_model_close(model);
 }
 
+/* rope.freq_base_swa sets the local layers' base, and a per-layer bool array
+ * in attention.sliding_window_pattern replaces the 5:1 period. */
+static void gemma3_reads_local_base_and_per_layer_pattern(void)
+{
+    tiny_model_spec spec = tiny_model_gemma3();
+    gguf_writer *writer = NULL;
+    strata_error err = {0};
+    CHECK(tiny_model_build(&spec, &writer, &err) == STRATA_OK);
+    if (writer == NULL)
+        return;
+    bool pattern[7] = {true, false, true, false, true, false, true};
+    CHECK(gguf_writer_set_f32(writer, "gemma3.rope.freq_base_swa", 5000.0f, &err) == STRATA_OK);
+    CHECK(gguf_writer_set_array(writer, "gemma3.attention.sliding_window_pattern", GGUF_TYPE_BOOL, pattern, 7,
+                                &err) == STRATA_OK);
+    uint8_t *bytes = NULL;
+    size_t size = 0;
+    CHECK(gguf_writer_write_memory(writer, &bytes, &size, &err) == STRATA_OK);
+    gguf_writer_destroy(writer);
+    strata_model *model = NULL;
+    CHECK_MESSAGE(tiny_model_open_bytes(bytes, size, 1, &model, &err) == STRATA_OK, "%s", err.message);
+    free(bytes);
+    if (model == NULL)
+        return;
+    for (int64_t il = 0; il < 7; il++) {
+        CHECK_MESSAGE(model->layers[il].sliding_window == pattern[il], "layer %lld", (long long)il);
+        CHECK(model->layers[il].rope_base == (pattern[il] ? 5000.0f : 100000.0f));
+    }
+    strata_model_close(model);
+}
+
 static void feed_forward_length_may_be_per_layer(void)
 {
     static const int32_t lengths[] = {64, 96};
@@ -271,6 +301,7 @@ int main(void)
     RUN_CASE(qwen2_binds_its_biases);
     RUN_CASE(qwen3_takes_its_head_size_from_key_length);
     RUN_CASE(gemma3_interleaves_sliding_window_layers);
+    RUN_CASE(gemma3_reads_local_base_and_per_layer_pattern);
     RUN_CASE(feed_forward_length_may_be_per_layer);
     RUN_CASE(linear_rope_scaling_scales_frequencies);
     RUN_CASE(defective_models_are_refused_with_a_reason);
