@@ -46,8 +46,17 @@ typedef struct strata_model strata_model;
 typedef struct strata_session strata_session;
 typedef struct strata_sampler strata_sampler;
 
+typedef enum strata_kv_type {
+    STRATA_KV_F32 = 0, /* exact; the default */
+    STRATA_KV_F16,
+    STRATA_KV_BF16,
+} strata_kv_type;
+
 typedef struct strata_model_options {
-    int threads; /* worker threads for compute; 0 means one per core */
+    int threads;             /* worker threads for compute; 0 means one per core */
+    uint64_t kv_memory_bytes; /* KV pool budget shared by all sessions; 0 picks a default from
+                                 the model and the machine (strata_model_kv_stats reports it) */
+    strata_kv_type kv_type;  /* storage of keys and values in the pool */
 } strata_model_options;
 
 /* Opens a GGUF model file (mmap), validates it and prepares its tokenizer. */
@@ -100,6 +109,8 @@ strata_status strata_chat_prompt(const strata_model *model, const char *system_m
 
 typedef struct strata_session_options {
     int32_t context_length; /* tokens the session may hold; 0 means the model's, capped at 8192 */
+    bool prefix_cache;      /* reuse cached KV of an identical prompt prefix, and cache this one's */
+    uint64_t cache_namespace; /* tenant salt: prefixes are shared only within one namespace */
 } strata_session_options;
 
 /* Creates a session: a token sequence with its own KV cache. */
@@ -119,8 +130,45 @@ strata_status strata_session_append(strata_session *session, const int32_t *toke
 const float *strata_session_logits(const strata_session *session, size_t index);
 /* Returns the number of tokens the session holds. */
 size_t strata_session_length(const strata_session *session);
-/* Drops every token at or after position, so generation can resume there. */
+/* Drops every token at or after position, so generation can resume there.
+ * Fails (changing nothing) when sliding-window layers already released KV
+ * that position would need. */
 strata_status strata_session_rewind(strata_session *session, size_t position, strata_error *error);
+/* Creates a session that shares all of session's KV (copy-on-write) and its
+ * last logits: both continue independently from here. */
+strata_status strata_session_fork(const strata_session *session, strata_session **out, strata_error *error);
+/* Appends tokens to several sessions in ONE batched forward step (prefill
+ * chunks and single decode tokens may be mixed); each session then holds its
+ * last token's logits. On failure no session has advanced. The tokens must
+ * add up to at most 512. */
+strata_status strata_sessions_append(strata_session *const *sessions, const int32_t *const *tokens,
+                                     const size_t *counts, size_t session_count, strata_error *error);
+/* Returns the number of prompt tokens the last append served from the prefix cache. */
+size_t strata_session_cached_tokens(const strata_session *session);
+
+/* KV memory, as counted by the pool. */
+typedef struct strata_kv_stats {
+    uint64_t budget_bytes;   /* the pool's size */
+    uint64_t block_bytes;
+    int32_t block_tokens;
+    int64_t total_blocks;
+    int64_t used_blocks;     /* referenced by a session or the prefix cache */
+    int64_t shared_blocks;   /* referenced more than once */
+    int64_t free_blocks;
+    uint64_t used_bytes;
+    uint64_t shared_bytes;
+    uint64_t free_bytes;
+    int64_t prefix_lookups;
+    int64_t prefix_hit_tokens;
+    int64_t prefix_cached_blocks; /* token blocks in the prefix cache */
+    int64_t prefix_evicted_blocks;
+} strata_kv_stats;
+
+/* Fills stats for the model's KV pool and prefix cache. */
+void strata_model_kv_stats(const strata_model *model, strata_kv_stats *stats);
+/* Returns the KV bytes a session references (blocks shared with others count in full) and,
+ * in *shared_bytes if not NULL, how many of those are shared. */
+uint64_t strata_session_kv_bytes(const strata_session *session, uint64_t *shared_bytes);
 
 typedef struct strata_sampler_options {
     float temperature;        /* 0 means greedy */

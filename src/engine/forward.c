@@ -1,20 +1,24 @@
-/* engine/forward.c: one generic transformer forward pass for every architecture.
+/* engine/forward.c: one generic transformer forward pass for every
+ * architecture, over a batch step of several sequences.
  *
  * Read top to bottom, this is the model: embed the new tokens, then for each
  * layer normalize, project to q/k/v, optionally normalize q and k per head,
- * rotate them, append k and v to the KV buffer, attend, project back, add to
- * the residual stream (through a post-norm when the architecture has one),
- * and do the same for the feed-forward block. The architecture descriptor
- * and the presence of optional tensors decide each variation; every matrix
- * product covers all new tokens at once. */
+ * rotate them, write k and v into each sequence's block tables, attend per
+ * sequence through those tables, project back, add to the residual stream
+ * (through a post-norm when the architecture has one), and do the same for
+ * the feed-forward block. The architecture descriptor and the presence of
+ * optional tensors decide each variation; every matrix product covers all
+ * new tokens of all sequences at once. Sliding-window layers release the
+ * blocks their window has left behind after each step. */
 #include "engine/forward.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "base/error.h"
 
-strata_status forward_scratch_create(const strata_model *model, int64_t max_tokens,
-                                     forward_scratch **out, strata_error *err)
+strata_status forward_scratch_create(const strata_model *model, int64_t max_tokens, forward_scratch **out,
+                                     strata_error *err)
 {
     *out = NULL;
     const model_params *p = &model->params;
@@ -33,11 +37,12 @@ strata_status forward_scratch_create(const strata_model *model, int64_t max_toke
     s->gate = malloc(t * (size_t)p->max_feed_forward_length * sizeof(float));
     s->up = malloc(t * (size_t)p->max_feed_forward_length * sizeof(float));
     s->positions = malloc(t * sizeof(int64_t));
-    if (!s->residual || !s->normed || !s->query || !s->key || !s->value || !s->attention ||
-        !s->projected || !s->gate || !s->up || !s->positions) {
+    s->views = calloc((size_t)p->kv_head_count, sizeof *s->views);
+    if (!s->residual || !s->normed || !s->query || !s->key || !s->value || !s->attention || !s->projected ||
+        !s->gate || !s->up || !s->positions || !s->views) {
         forward_scratch_destroy(s);
-        return strata_fail(err, STRATA_E_OUT_OF_MEMORY,
-                           "cannot allocate activations for %lld tokens per step", (long long)max_tokens);
+        return strata_fail(err, STRATA_E_OUT_OF_MEMORY, "cannot allocate activations for %lld tokens per step",
+                           (long long)max_tokens);
     }
     *out = s;
     return STRATA_OK;
@@ -57,7 +62,66 @@ void forward_scratch_destroy(forward_scratch *s)
     free(s->gate);
     free(s->up);
     free(s->positions);
+    free(s->views);
+    free(s->view_keys);
+    free(s->view_values);
+    free(s->view_positions);
+    free(s->last_logits);
     free(s);
+}
+
+/* Grows the per-head block pointer arrays to hold `blocks` blocks per KV head. */
+static strata_status reserve_views(forward_scratch *s, int64_t kv_heads, int64_t blocks, strata_error *err)
+{
+    if (blocks <= s->view_block_capacity)
+        return STRATA_OK;
+    int64_t capacity = blocks * 2;
+    size_t entries = (size_t)(capacity * kv_heads);
+    const void **keys = realloc(s->view_keys, entries * sizeof *keys);
+    if (keys != NULL)
+        s->view_keys = keys;
+    const void **values = realloc(s->view_values, entries * sizeof *values);
+    if (values != NULL)
+        s->view_values = values;
+    const int32_t **positions = realloc(s->view_positions, entries * sizeof *positions);
+    if (positions != NULL)
+        s->view_positions = positions;
+    if (keys == NULL || values == NULL || positions == NULL)
+        return strata_fail(err, STRATA_E_OUT_OF_MEMORY, "cannot allocate block pointers for %lld blocks",
+                           (long long)capacity);
+    s->view_block_capacity = capacity;
+    return STRATA_OK;
+}
+
+/* Points the attention views at one sequence's blocks of one layer. */
+static void build_views(forward_scratch *s, const kv_seq *seq, int32_t layer, int64_t kv_heads)
+{
+    kv_pool *pool = kv_seq_pool(seq);
+    int64_t block_tokens = kv_pool_configuration(pool)->block_tokens;
+    for (int64_t h = 0; h < kv_heads; h++) {
+        const kv_block_table *table = kv_seq_table(seq, layer, (int32_t)h);
+        int64_t blocks = (table->slot_count + block_tokens - 1) / block_tokens;
+        const void **keys = s->view_keys + h * s->view_block_capacity;
+        const void **values = s->view_values + h * s->view_block_capacity;
+        const int32_t **positions = s->view_positions + h * s->view_block_capacity;
+        for (int64_t b = 0; b < blocks; b++) {
+            keys[b] = kv_block_keys_const(pool, table->blocks[b]);
+            values[b] = kv_block_values_const(pool, table->blocks[b]);
+            positions[b] = kv_block_positions_const(pool, table->blocks[b]);
+        }
+        s->views[h] = (attention_kv_view){.keys = keys, .values = values, .positions = positions,
+                                          .slot_count = table->slot_count};
+    }
+}
+
+static tensor_type storage_tensor_type(kv_storage storage)
+{
+    switch (storage) {
+    case KV_STORAGE_F16: return TENSOR_F16;
+    case KV_STORAGE_BF16: return TENSOR_BF16;
+    case KV_STORAGE_F32: break;
+    }
+    return TENSOR_F32;
 }
 
 /* Adds a block's output to the residual stream, through the post-norm if any. */
@@ -69,8 +133,8 @@ static void add_to_residual(float *residual, float *block_output, const float *p
     compute_add(residual, block_output, tokens * n_embd);
 }
 
-static void attention_block(strata_model *model, kv_buffer *kv, forward_scratch *s, int64_t il,
-                            int64_t count)
+static void attention_block(strata_model *model, forward_scratch *s, const forward_item *items, int64_t item_count,
+                            int64_t il, int64_t count)
 {
     const model_params *p = &model->params;
     const layer_weights *layer = &model->layers[il];
@@ -78,6 +142,7 @@ static void attention_block(strata_model *model, kv_buffer *kv, forward_scratch 
     int64_t q_width = p->head_count * p->key_length;
     int64_t k_width = p->kv_head_count * p->key_length;
     int64_t v_width = p->kv_head_count * p->value_length;
+    int64_t a_width = p->head_count * p->value_length;
 
     compute_rms_norm(s->residual, layer->attention_norm, s->normed, count, p->embedding_length, p->rms_epsilon);
     compute_matmul(compute, &layer->query, s->normed, count, s->query);
@@ -104,24 +169,32 @@ static void attention_block(strata_model *model, kv_buffer *kv, forward_scratch 
     };
     compute_rope(s->query, count, p->head_count, p->key_length, q_width, s->positions, &rope);
     compute_rope(s->key, count, p->kv_head_count, p->key_length, k_width, s->positions, &rope);
-    kv_buffer_store(kv, il, s->key, s->value, count, s->positions);
 
-    attention_args args = {
-        .queries = s->query,
-        .keys = kv->keys[il],
-        .values = kv->values[il],
-        .output = s->attention,
-        .positions = s->positions,
-        .tokens = count,
-        .heads = p->head_count,
-        .kv_heads = p->kv_head_count,
-        .head_dim = p->key_length,
-        .value_dim = p->value_length,
-        .capacity = kv->capacity,
-        .window = layer->sliding_window ? p->sliding_window : 0,
-        .scale = p->attention_scale,
-    };
-    compute_attention(compute, &args);
+    int64_t row = 0;
+    for (int64_t i = 0; i < item_count; i++) {
+        const forward_item *item = &items[i];
+        kv_seq_write(item->seq, (int32_t)il, s->key + row * k_width, s->value + row * v_width, item->count,
+                     s->positions + row);
+        build_views(s, item->seq, (int32_t)il, p->kv_head_count);
+        const kv_pool_config *config = kv_pool_configuration(kv_seq_pool(item->seq));
+        attention_args args = {
+            .queries = s->query + row * q_width,
+            .output = s->attention + row * a_width,
+            .positions = s->positions + row,
+            .tokens = item->count,
+            .heads = p->head_count,
+            .kv_heads = p->kv_head_count,
+            .head_dim = p->key_length,
+            .value_dim = p->value_length,
+            .block_tokens = config->block_tokens,
+            .storage = storage_tensor_type(config->storage),
+            .window = layer->sliding_window ? p->sliding_window : 0,
+            .scale = p->attention_scale,
+            .views = s->views,
+        };
+        compute_attention(compute, &args);
+        row += item->count;
+    }
     compute_matmul(compute, &layer->output, s->attention, count, s->projected);
     add_to_residual(s->residual, s->projected, layer->post_attention_norm, count, p->embedding_length,
                     p->rms_epsilon);
@@ -145,30 +218,107 @@ static void feed_forward_block(strata_model *model, forward_scratch *s, int64_t 
                     p->rms_epsilon);
 }
 
-void forward_run(strata_model *model, kv_buffer *kv, forward_scratch *s, const int32_t *tokens,
-                 int64_t count, int64_t first_position, bool all_logits, float *logits)
+/* Writes each item's logits: the rows asked for go through the final norm
+ * and the output matrix. Items wanting only their last token's logits share
+ * one product (the output matrix is the largest weight: reading it once per
+ * decode step instead of once per sequence is what makes batching pay). */
+static void write_logits(strata_model *model, forward_scratch *s, const forward_item *items, int64_t item_count)
+{
+    const model_params *p = &model->params;
+    int64_t n_embd = p->embedding_length, vocab = p->vocab_size;
+    int64_t row = 0, last_rows = 0;
+    for (int64_t i = 0; i < item_count; i++) {
+        const forward_item *item = &items[i];
+        if (item->logits != NULL && item->all_logits) {
+            compute_rms_norm(s->residual + row * n_embd, model->output_norm, s->normed, item->count, n_embd,
+                             p->rms_epsilon);
+            compute_matmul(model->compute, &model->output, s->normed, item->count, item->logits);
+            if (p->final_logit_soft_cap > 0.0f)
+                compute_soft_cap(item->logits, item->count * vocab, p->final_logit_soft_cap);
+        }
+        row += item->count;
+    }
+    row = 0;
+    for (int64_t i = 0; i < item_count; i++) {
+        if (items[i].logits != NULL && !items[i].all_logits)
+            compute_rms_norm(s->residual + (row + items[i].count - 1) * n_embd, model->output_norm,
+                             s->normed + last_rows++ * n_embd, 1, n_embd, p->rms_epsilon);
+        row += items[i].count;
+    }
+    if (last_rows == 0)
+        return;
+    compute_matmul(model->compute, &model->output, s->normed, last_rows, s->last_logits);
+    if (p->final_logit_soft_cap > 0.0f)
+        compute_soft_cap(s->last_logits, last_rows * vocab, p->final_logit_soft_cap);
+    last_rows = 0;
+    for (int64_t i = 0; i < item_count; i++)
+        if (items[i].logits != NULL && !items[i].all_logits)
+            memcpy(items[i].logits, s->last_logits + last_rows++ * vocab, (size_t)vocab * sizeof(float));
+}
+
+strata_status forward_step(strata_model *model, forward_scratch *s, const forward_item *items, int64_t item_count,
+                           strata_error *err)
 {
     const model_params *p = &model->params;
     int64_t n_embd = p->embedding_length;
-    for (int64_t t = 0; t < count; t++) {
-        s->positions[t] = first_position + t;
-        float *row = s->residual + t * n_embd;
-        compute_weight_row(model->compute, &model->token_embedding, tokens[t], row);
-        if (p->embedding_scale != 1.0f)
-            for (int64_t i = 0; i < n_embd; i++)
-                row[i] *= p->embedding_scale;
+    int64_t count = 0, most_blocks = 0;
+    for (int64_t i = 0; i < item_count; i++)
+        count += items[i].count;
+    if (count <= 0 || count > s->max_tokens)
+        return strata_fail(err, STRATA_E_INVALID_ARGUMENT, "a step of %lld tokens is outside 1..%lld",
+                           (long long)count, (long long)s->max_tokens);
+    for (int64_t i = 0; i < item_count; i++) {
+        strata_status status = kv_seq_reserve(items[i].seq, items[i].count, err);
+        if (status != STRATA_OK)
+            return status;
+        for (int64_t il = 0; il < p->layer_count; il++)
+            for (int64_t h = 0; h < p->kv_head_count; h++) {
+                int64_t blocks = kv_seq_table(items[i].seq, (int32_t)il, (int32_t)h)->block_count;
+                most_blocks = blocks > most_blocks ? blocks : most_blocks;
+            }
+    }
+    strata_status status = reserve_views(s, p->kv_head_count, most_blocks, err);
+    if (status != STRATA_OK)
+        return status;
+    if (item_count > s->last_logits_capacity) {
+        float *grown = realloc(s->last_logits, (size_t)item_count * (size_t)p->vocab_size * sizeof(float));
+        if (grown == NULL)
+            return strata_fail(err, STRATA_E_OUT_OF_MEMORY, "cannot allocate logits for %lld sequences",
+                               (long long)item_count);
+        s->last_logits = grown;
+        s->last_logits_capacity = item_count;
+    }
+
+    int64_t row = 0;
+    for (int64_t i = 0; i < item_count; i++) {
+        int64_t first_position = kv_seq_length(items[i].seq);
+        for (int64_t t = 0; t < items[i].count; t++, row++) {
+            s->positions[row] = first_position + t;
+            float *embedding = s->residual + row * n_embd;
+            compute_weight_row(model->compute, &model->token_embedding, items[i].tokens[t], embedding);
+            if (p->embedding_scale != 1.0f)
+                for (int64_t j = 0; j < n_embd; j++)
+                    embedding[j] *= p->embedding_scale;
+        }
     }
     for (int64_t il = 0; il < p->layer_count; il++) {
-        attention_block(model, kv, s, il, count);
+        attention_block(model, s, items, item_count, il, count);
         feed_forward_block(model, s, il, count);
     }
-    if (logits == NULL)
+    for (int64_t i = 0; i < item_count; i++)
+        kv_seq_advance(items[i].seq, items[i].count);
+    write_logits(model, s, items, item_count);
+    return STRATA_OK;
+}
+
+void forward_release_windows(const strata_model *model, kv_seq *seq)
+{
+    const model_params *p = &model->params;
+    /* The next token, at position `length`, sees keys from length - window + 1 on. */
+    int64_t first_needed = kv_seq_length(seq) - p->sliding_window + 1;
+    if (first_needed <= 0)
         return;
-    int64_t first_row = all_logits ? 0 : count - 1;
-    int64_t rows = count - first_row;
-    compute_rms_norm(s->residual + first_row * n_embd, model->output_norm, s->normed, rows, n_embd,
-                     p->rms_epsilon);
-    compute_matmul(model->compute, &model->output, s->normed, rows, logits);
-    if (p->final_logit_soft_cap > 0.0f)
-        compute_soft_cap(logits, rows * p->vocab_size, p->final_logit_soft_cap);
+    for (int64_t il = 0; il < p->layer_count; il++)
+        if (model->layers[il].sliding_window)
+            kv_seq_drop_before(seq, (int32_t)il, first_needed);
 }

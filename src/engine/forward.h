@@ -1,19 +1,30 @@
-/* engine/forward.h: the generic forward pass over a batch of new tokens.
+/* engine/forward.h: the generic forward pass over one batch step.
  *
- * forward_run takes the new tokens of one sequence (a prefill chunk or a
- * single decode token), runs every layer as described by the model's
- * architecture descriptor, stores the new keys and values in the sequence's
- * KV buffer and writes the logits of the positions asked for. */
+ * A step takes several sequences, each with its own new tokens (a prefill
+ * chunk or a single decode token, mixed freely). All new tokens go through
+ * every projection and feed-forward matrix as one matrix product; attention
+ * runs per sequence through that sequence's block tables; logits are
+ * computed only for the positions asked for. */
 #ifndef STRATA_ENGINE_FORWARD_H
 #define STRATA_ENGINE_FORWARD_H
 
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "kv/kv_buffer.h"
+#include "compute/cpu/attention.h"
+#include "kv/seq.h"
 #include "model/model.h"
 
-/* Activations of one step, sized for at most max_tokens new tokens. */
+/* One sequence's part of a step. */
+typedef struct forward_item {
+    kv_seq *seq;              /* its KV; the new tokens take positions kv_seq_length(seq)... */
+    const int32_t *tokens;
+    int64_t count;
+    bool all_logits;          /* logits for every new token, else for the last one only */
+    float *logits;            /* [count or 1][vocab]; NULL: no logits */
+} forward_item;
+
+/* Activations of one step, sized for at most max_tokens new tokens in all. */
 typedef struct forward_scratch {
     int64_t max_tokens;
     float *residual;   /* [tokens][n_embd] */
@@ -26,19 +37,33 @@ typedef struct forward_scratch {
     float *gate;       /* [tokens][feed_forward_length] */
     float *up;         /* [tokens][feed_forward_length] */
     int64_t *positions;
+    /* Block pointers handed to attention, per KV head, grown as tables grow. */
+    attention_kv_view *views;
+    const void **view_keys;
+    const void **view_values;
+    const int32_t **view_positions;
+    int64_t view_block_capacity; /* per KV head */
+    /* Logits of the items that want only their last token's, computed together. */
+    float *last_logits;          /* [last_logits_capacity][vocab] */
+    int64_t last_logits_capacity;
 } forward_scratch;
 
-/* Allocates scratch for up to max_tokens tokens per step of this model. */
-strata_status forward_scratch_create(const strata_model *model, int64_t max_tokens,
-                                     forward_scratch **out, strata_error *err);
+/* Allocates scratch for up to max_tokens new tokens per step of this model. */
+strata_status forward_scratch_create(const strata_model *model, int64_t max_tokens, forward_scratch **out,
+                                     strata_error *err);
 /* Frees scratch; accepts NULL. */
 void forward_scratch_destroy(forward_scratch *scratch);
 
-/* Runs tokens[0..count) at positions first_position.. through the model.
- * Writes logits for every token into logits ([count][vocab]) when all_logits,
- * else only the last token's ([vocab]); none when logits is NULL. count <= scratch->max_tokens, and the
- * KV buffer must have room for first_position + count positions. */
-void forward_run(strata_model *model, kv_buffer *kv, forward_scratch *scratch, const int32_t *tokens,
-                 int64_t count, int64_t first_position, bool all_logits, float *logits);
+/* Runs one step. First reserves KV room in every item's sequence (an item
+ * whose reservation fails makes the step fail with STRATA_E_KV_FULL before
+ * any computation; sequences reserved earlier in the list keep their empty
+ * reserved blocks, which later steps use). The items' tokens must add up to
+ * at most scratch->max_tokens. */
+strata_status forward_step(strata_model *model, forward_scratch *scratch, const forward_item *items,
+                           int64_t item_count, strata_error *err);
+
+/* Releases the blocks of sliding-window layers that no later token can see
+ * (whole blocks only: a window keeps at most window + block_tokens - 1 slots). */
+void forward_release_windows(const strata_model *model, kv_seq *seq);
 
 #endif

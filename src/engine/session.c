@@ -1,27 +1,49 @@
-/* engine/session.c: a session is one token sequence with its own KV buffer.
+/* engine/session.c: sessions: token sequences whose KV lives in the model's
+ * block pool.
  *
- * Appends longer than one step's scratch are cut into chunks of
- * SESSION_CHUNK_TOKENS, each one batched forward pass. Implements the
- * strata_session_* functions of strata.h. */
+ * A session owns a sequence view (kv/seq.h), the tokens it holds and the
+ * logits of its last append. Appends longer than one step are cut into
+ * chunks of SESSION_CHUNK_TOKENS, each one forward step. With the prefix
+ * cache on, a new session's first append attaches the longest cached prefix
+ * of its tokens in its namespace and computes only the rest, and every
+ * completed block of tokens is offered to the cache before sliding-window
+ * layers release what their window left behind (so a cached prefix keeps
+ * the KV a later request needs). When the pool is full, cached prefixes
+ * nobody uses are evicted and the step is tried once more before
+ * STRATA_E_KV_FULL reaches the caller. Implements the strata_session_*
+ * functions of strata.h. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/error.h"
 #include "engine/forward.h"
-#include "kv/kv_buffer.h"
 #include "model/model.h"
 
 enum { SESSION_CHUNK_TOKENS = 512, SESSION_DEFAULT_CONTEXT = 8192 };
 
 struct strata_session {
     strata_model *model;
-    kv_buffer *kv;
+    kv_seq *seq;
     forward_scratch *scratch;
-    int64_t length;       /* tokens held */
-    float *logits;        /* [logit_rows][vocab] */
-    int64_t logit_rows;   /* rows of the last append */
-    int64_t logit_capacity; /* rows allocated */
+    int64_t context_length;
+    int32_t *history;       /* the tokens held, [context_length] */
+    float *logits;          /* [logit_capacity][vocab] */
+    int64_t logit_rows;     /* rows of the last append */
+    int64_t logit_capacity;
+    bool prefix_cache;
+    uint64_t cache_namespace;
+    int64_t cached_tokens;  /* served from the prefix cache by the last append */
+    int64_t cached_blocks;  /* full token blocks already offered to the cache */
 };
+
+static int64_t *layer_windows(const strata_model *model)
+{
+    int64_t *windows = calloc((size_t)model->params.layer_count, sizeof *windows);
+    if (windows != NULL)
+        for (int64_t il = 0; il < model->params.layer_count; il++)
+            windows[il] = model->layers[il].sliding_window ? model->params.sliding_window : 0;
+    return windows;
+}
 
 strata_status strata_session_create(strata_model *model, const strata_session_options *options,
                                     strata_session **out, strata_error *err)
@@ -34,22 +56,27 @@ strata_status strata_session_create(strata_model *model, const strata_session_op
     if (context == 0)
         context = p->context_length < SESSION_DEFAULT_CONTEXT ? p->context_length : SESSION_DEFAULT_CONTEXT;
     if (context > p->context_length)
-        return strata_fail(err, STRATA_E_INVALID_ARGUMENT,
-                           "context length %lld exceeds the model's %lld tokens", (long long)context,
-                           (long long)p->context_length);
+        return strata_fail(err, STRATA_E_INVALID_ARGUMENT, "context length %lld exceeds the model's %lld tokens",
+                           (long long)context, (long long)p->context_length);
     strata_session *session = calloc(1, sizeof *session);
     if (session == NULL)
         return strata_fail(err, STRATA_E_OUT_OF_MEMORY, "cannot allocate a session");
     session->model = model;
-    strata_status status = kv_buffer_create(p->layer_count, p->kv_head_count, p->key_length, p->value_length,
-                                            context, &session->kv, err);
+    session->context_length = context;
+    session->prefix_cache = options != NULL && options->prefix_cache;
+    session->cache_namespace = options != NULL ? options->cache_namespace : 0;
+    session->history = malloc((size_t)context * sizeof *session->history);
+    strata_status status = session->history == NULL
+        ? strata_fail(err, STRATA_E_OUT_OF_MEMORY, "cannot allocate %lld tokens of history", (long long)context)
+        : kv_seq_create(model->kv_pool, &session->seq, err);
     if (status == STRATA_OK)
         status = forward_scratch_create(model, SESSION_CHUNK_TOKENS, &session->scratch, err);
     if (status == STRATA_OK)
-        status = compute_context_reserve(model->compute,
-                                         compute_attention_scratch_floats(p->head_count, p->kv_head_count,
-                                                                          p->key_length, p->value_length, context),
-                                         err);
+        status = compute_context_reserve(
+            model->compute,
+            compute_attention_scratch_floats(p->head_count, p->kv_head_count, p->key_length, p->value_length,
+                                             KV_DEFAULT_BLOCK_TOKENS, context),
+            err);
     if (status != STRATA_OK) {
         strata_session_destroy(session);
         return status;
@@ -58,13 +85,32 @@ strata_status strata_session_create(strata_model *model, const strata_session_op
     return STRATA_OK;
 }
 
+/* Offers the session's completed token blocks to the prefix cache (a no-op
+ * unless some block completed since the last offer). */
+static void offer_to_cache(strata_session *session)
+{
+    if (!session->prefix_cache)
+        return;
+    int64_t length = kv_seq_length(session->seq);
+    int64_t blocks = length / kv_pool_configuration(session->model->kv_pool)->block_tokens;
+    if (blocks <= session->cached_blocks)
+        return;
+    /* Caching is an optimization: if it fails (out of memory), generation goes on. */
+    if (kv_radix_insert(session->model->prefix_cache, session->cache_namespace, session->history, length,
+                        session->seq, NULL) == STRATA_OK)
+        session->cached_blocks = blocks;
+}
+
 void strata_session_destroy(strata_session *session)
 {
     if (session == NULL)
         return;
-    kv_buffer_destroy(session->kv);
+    if (session->seq != NULL)
+        offer_to_cache(session);
+    kv_seq_destroy(session->seq);
     forward_scratch_destroy(session->scratch);
     free(session->logits);
+    free(session->history);
     free(session);
 }
 
@@ -75,46 +121,141 @@ static strata_status reserve_logits(strata_session *session, int64_t rows, strat
     size_t bytes = (size_t)rows * (size_t)session->model->params.vocab_size * sizeof(float);
     float *grown = realloc(session->logits, bytes);
     if (grown == NULL)
-        return strata_fail(err, STRATA_E_OUT_OF_MEMORY, "cannot allocate %zu bytes of logits for %lld tokens",
-                           bytes, (long long)rows);
+        return strata_fail(err, STRATA_E_OUT_OF_MEMORY, "cannot allocate %zu bytes of logits for %lld tokens", bytes,
+                           (long long)rows);
     session->logits = grown;
     session->logit_capacity = rows;
     return STRATA_OK;
 }
 
-strata_status strata_session_append(strata_session *session, const int32_t *tokens, size_t count,
-                                    bool all_logits, strata_error *err)
+/* Checks that count tokens fit the session and lie in the vocabulary. */
+static strata_status check_tokens(const strata_session *session, const int32_t *tokens, size_t count,
+                                  strata_error *err)
 {
-    strata_model *model = session->model;
-    int64_t vocab = model->params.vocab_size;
+    int64_t vocab = session->model->params.vocab_size, length = kv_seq_length(session->seq);
     if (count == 0)
         return strata_fail(err, STRATA_E_INVALID_ARGUMENT, "cannot append zero tokens");
-    if ((int64_t)count > session->kv->capacity - session->length)
+    if ((int64_t)count > session->context_length - length)
         return strata_fail(err, STRATA_E_CONTEXT_FULL,
                            "appending %zu tokens to a session holding %lld would exceed its context of %lld tokens",
-                           count, (long long)session->length, (long long)session->kv->capacity);
+                           count, (long long)length, (long long)session->context_length);
     for (size_t i = 0; i < count; i++)
         if (tokens[i] < 0 || tokens[i] >= vocab)
             return strata_fail(err, STRATA_E_INVALID_ARGUMENT,
                                "token %d at index %zu is outside the vocabulary (0..%lld)", tokens[i], i,
                                (long long)vocab - 1);
-    strata_status status = reserve_logits(session, all_logits ? (int64_t)count : 1, err);
+    return STRATA_OK;
+}
+
+/* Runs one step; on a full pool, evicts unused cached prefixes and tries once more. */
+static strata_status step_with_eviction(strata_model *model, forward_scratch *scratch, const forward_item *items,
+                                        int64_t item_count, strata_error *err)
+{
+    strata_status status = forward_step(model, scratch, items, item_count, err);
+    if (status != STRATA_E_KV_FULL)
+        return status;
+    int64_t needed = 0;
+    for (int64_t i = 0; i < item_count; i++)
+        needed += kv_seq_blocks_needed(items[i].seq, items[i].count);
+    if (kv_radix_evict(model->prefix_cache, needed) == 0)
+        return status;
+    return forward_step(model, scratch, items, item_count, err);
+}
+
+/* Records appended tokens, offers full blocks to the cache, frees window blocks. */
+static void after_step(strata_session *session, const int32_t *tokens, int64_t count)
+{
+    int64_t length = kv_seq_length(session->seq);
+    memcpy(session->history + length - count, tokens, (size_t)count * sizeof *tokens);
+    offer_to_cache(session);
+    forward_release_windows(session->model, session->seq);
+}
+
+strata_status strata_session_append(strata_session *session, const int32_t *tokens, size_t count, bool all_logits,
+                                    strata_error *err)
+{
+    strata_model *model = session->model;
+    int64_t vocab = model->params.vocab_size;
+    strata_status status = check_tokens(session, tokens, count, err);
+    if (status == STRATA_OK)
+        status = reserve_logits(session, all_logits ? (int64_t)count : 1, err);
     if (status != STRATA_OK)
         return status;
-    for (size_t done = 0; done < count;) {
-        int64_t chunk = (int64_t)(count - done) < SESSION_CHUNK_TOKENS ? (int64_t)(count - done)
-                                                                        : SESSION_CHUNK_TOKENS;
-        float *logits = all_logits ? session->logits + done * (size_t)vocab : session->logits;
+    session->cached_tokens = 0;
+    size_t done = 0;
+    if (session->prefix_cache && kv_seq_length(session->seq) == 0 && count > 1 && !all_logits) {
+        int64_t attached = 0;
+        /* At least one token is left to compute, so there are logits to return. */
+        if (kv_radix_attach_prefix(model->prefix_cache, session->cache_namespace, tokens, (int64_t)count,
+                                   (int64_t)count - 1, session->seq, &attached, err) == STRATA_OK && attached > 0) {
+            memcpy(session->history, tokens, (size_t)attached * sizeof *tokens);
+            session->cached_tokens = attached;
+            session->cached_blocks = attached / kv_pool_configuration(model->kv_pool)->block_tokens;
+            done = (size_t)attached;
+        }
+    }
+    while (done < count) {
+        int64_t chunk = (int64_t)(count - done) < SESSION_CHUNK_TOKENS ? (int64_t)(count - done) : SESSION_CHUNK_TOKENS;
         bool last_chunk = done + (size_t)chunk == count;
-        if (!all_logits && !last_chunk)
-            logits = NULL; /* only the last token's logits are wanted */
-        forward_run(model, session->kv, session->scratch, tokens + done, chunk, session->length,
-                    all_logits, logits);
-        session->length += chunk;
+        forward_item item = {
+            .seq = session->seq,
+            .tokens = tokens + done,
+            .count = chunk,
+            .all_logits = all_logits,
+            /* Only the last chunk's last token's logits are wanted, unless all are. */
+            .logits = all_logits ? session->logits + done * (size_t)vocab : last_chunk ? session->logits : NULL,
+        };
+        status = step_with_eviction(model, session->scratch, &item, 1, err);
+        if (status != STRATA_OK) {
+            /* Chunks already run stay: the session holds the tokens before this one. */
+            session->logit_rows = 0;
+            return status;
+        }
+        after_step(session, tokens + done, chunk);
         done += (size_t)chunk;
     }
     session->logit_rows = all_logits ? (int64_t)count : 1;
     return STRATA_OK;
+}
+
+strata_status strata_sessions_append(strata_session *const *sessions, const int32_t *const *tokens,
+                                     const size_t *counts, size_t session_count, strata_error *err)
+{
+    if (session_count == 0)
+        return strata_fail(err, STRATA_E_INVALID_ARGUMENT, "no sessions to step");
+    strata_model *model = sessions[0]->model;
+    forward_item *items = calloc(session_count, sizeof *items);
+    if (items == NULL)
+        return strata_fail(err, STRATA_E_OUT_OF_MEMORY, "cannot allocate a step of %zu sessions", session_count);
+    strata_status status = STRATA_OK;
+    size_t total = 0;
+    for (size_t i = 0; i < session_count && status == STRATA_OK; i++) {
+        strata_session *session = sessions[i];
+        if (session->model != model)
+            status = strata_fail(err, STRATA_E_INVALID_ARGUMENT, "session %zu belongs to another model", i);
+        for (size_t j = 0; j < i && status == STRATA_OK; j++)
+            if (sessions[j] == session)
+                status = strata_fail(err, STRATA_E_INVALID_ARGUMENT, "session %zu appears twice in one step", i);
+        if (status == STRATA_OK)
+            status = check_tokens(session, tokens[i], counts[i], err);
+        if (status == STRATA_OK)
+            status = reserve_logits(session, 1, err);
+        total += counts[i];
+        items[i] = (forward_item){.seq = session->seq, .tokens = tokens[i], .count = (int64_t)counts[i],
+                                  .logits = session->logits};
+    }
+    if (status == STRATA_OK && total > SESSION_CHUNK_TOKENS)
+        status = strata_fail(err, STRATA_E_INVALID_ARGUMENT, "a step of %zu tokens exceeds %d", total,
+                             SESSION_CHUNK_TOKENS);
+    if (status == STRATA_OK)
+        status = step_with_eviction(model, sessions[0]->scratch, items, (int64_t)session_count, err);
+    for (size_t i = 0; i < session_count && status == STRATA_OK; i++) {
+        sessions[i]->cached_tokens = 0;
+        sessions[i]->logit_rows = 1;
+        after_step(sessions[i], tokens[i], (int64_t)counts[i]);
+    }
+    free(items);
+    return status;
 }
 
 const float *strata_session_logits(const strata_session *session, size_t index)
@@ -126,17 +267,95 @@ const float *strata_session_logits(const strata_session *session, size_t index)
 
 size_t strata_session_length(const strata_session *session)
 {
-    return (size_t)session->length;
+    return (size_t)kv_seq_length(session->seq);
+}
+
+size_t strata_session_cached_tokens(const strata_session *session)
+{
+    return (size_t)session->cached_tokens;
 }
 
 strata_status strata_session_rewind(strata_session *session, size_t position, strata_error *err)
 {
-    if ((int64_t)position > session->length)
+    int64_t length = kv_seq_length(session->seq);
+    if ((int64_t)position > length)
         return strata_fail(err, STRATA_E_INVALID_ARGUMENT,
                            "cannot rewind to position %zu: the session holds only %lld tokens", position,
-                           (long long)session->length);
-    /* Positions past the new length are simply overwritten by later appends. */
-    session->length = (int64_t)position;
+                           (long long)length);
+    int64_t *windows = layer_windows(session->model);
+    if (windows == NULL)
+        return strata_fail(err, STRATA_E_OUT_OF_MEMORY, "cannot allocate layer windows");
+    strata_status status = kv_seq_rewind(session->seq, (int64_t)position, windows, err);
+    free(windows);
+    if (status != STRATA_OK)
+        return status;
     session->logit_rows = 0;
+    int64_t block_tokens = kv_pool_configuration(session->model->kv_pool)->block_tokens;
+    if (session->cached_blocks > (int64_t)position / block_tokens)
+        session->cached_blocks = (int64_t)position / block_tokens;
     return STRATA_OK;
+}
+
+strata_status strata_session_fork(const strata_session *session, strata_session **out, strata_error *err)
+{
+    *out = NULL;
+    strata_session_options options = {.context_length = (int32_t)session->context_length,
+                                      .prefix_cache = session->prefix_cache,
+                                      .cache_namespace = session->cache_namespace};
+    strata_session *child = NULL;
+    strata_status status = strata_session_create(session->model, &options, &child, err);
+    if (status != STRATA_OK)
+        return status;
+    kv_seq_destroy(child->seq);
+    child->seq = NULL;
+    status = kv_seq_fork(session->seq, &child->seq, err);
+    if (status == STRATA_OK && session->logit_rows > 0)
+        status = reserve_logits(child, 1, err);
+    if (status != STRATA_OK) {
+        strata_session_destroy(child);
+        return status;
+    }
+    int64_t vocab = session->model->params.vocab_size;
+    memcpy(child->history, session->history, (size_t)kv_seq_length(session->seq) * sizeof *child->history);
+    if (session->logit_rows > 0) {
+        memcpy(child->logits, session->logits + (session->logit_rows - 1) * (size_t)vocab, (size_t)vocab * sizeof(float));
+        child->logit_rows = 1;
+    }
+    child->cached_blocks = session->cached_blocks;
+    *out = child;
+    return STRATA_OK;
+}
+
+uint64_t strata_session_kv_bytes(const strata_session *session, uint64_t *shared_bytes)
+{
+    int64_t blocks = 0, shared = 0;
+    kv_seq_usage(session->seq, &blocks, &shared);
+    uint64_t block_bytes = kv_pool_block_bytes(session->model->kv_pool);
+    if (shared_bytes != NULL)
+        *shared_bytes = (uint64_t)shared * block_bytes;
+    return (uint64_t)blocks * block_bytes;
+}
+
+void strata_model_kv_stats(const strata_model *model, strata_kv_stats *stats)
+{
+    kv_pool_usage usage;
+    kv_pool_usage_get(model->kv_pool, &usage);
+    kv_radix_stats radix;
+    kv_radix_stats_get(model->prefix_cache, &radix);
+    *stats = (strata_kv_stats){
+        .budget_bytes = kv_pool_configuration(model->kv_pool)->budget_bytes,
+        .block_bytes = usage.block_bytes,
+        .block_tokens = kv_pool_configuration(model->kv_pool)->block_tokens,
+        .total_blocks = usage.total_blocks,
+        .used_blocks = usage.used_blocks,
+        .shared_blocks = usage.shared_blocks,
+        .free_blocks = usage.free_blocks,
+        .used_bytes = usage.used_bytes,
+        .shared_bytes = usage.shared_bytes,
+        .free_bytes = usage.free_bytes,
+        .prefix_lookups = radix.lookups,
+        .prefix_hit_tokens = radix.hit_tokens,
+        .prefix_cached_blocks = radix.nodes,
+        .prefix_evicted_blocks = radix.evicted_blocks,
+    };
 }

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/error.h"
 #include "model/model.h"
@@ -323,6 +324,59 @@ static strata_status bind_weights(loader *l)
     return status;
 }
 
+/* The default KV budget: four full contexts (capped at 32768 tokens each),
+ * but never more than a quarter of the machine's memory. */
+static uint64_t default_kv_budget(const model_params *p, uint64_t bytes_per_token)
+{
+    int64_t context = p->context_length < 32768 ? p->context_length : 32768;
+    uint64_t wanted = 4 * (uint64_t)context * bytes_per_token;
+    long pages = sysconf(_SC_PHYS_PAGES), page_size = sysconf(_SC_PAGESIZE);
+    if (pages > 0 && page_size > 0) {
+        uint64_t quarter = (uint64_t)pages * (uint64_t)page_size / 4;
+        if (wanted > quarter)
+            wanted = quarter;
+    }
+    return wanted;
+}
+
+/* Creates the model's KV pool and prefix cache. */
+static strata_status create_kv(loader *l, const strata_model_options *options)
+{
+    strata_model *m = l->model;
+    const model_params *p = &m->params;
+    kv_storage storage = KV_STORAGE_F32;
+    if (options != NULL && options->kv_type == STRATA_KV_F16)
+        storage = KV_STORAGE_F16;
+    else if (options != NULL && options->kv_type == STRATA_KV_BF16)
+        storage = KV_STORAGE_BF16;
+    else if (options != NULL && options->kv_type != STRATA_KV_F32)
+        return strata_fail(l->err, STRATA_E_INVALID_ARGUMENT, "KV type %d is not one of f32, f16, bf16",
+                           (int)options->kv_type);
+    uint64_t bytes_per_token = (uint64_t)p->layer_count * (uint64_t)p->kv_head_count *
+                               ((uint64_t)(p->key_length + p->value_length) * kv_storage_bytes(storage) + 8);
+    kv_pool_config config = {
+        .budget_bytes = options != NULL && options->kv_memory_bytes > 0 ? options->kv_memory_bytes
+                                                                         : default_kv_budget(p, bytes_per_token),
+        .block_tokens = KV_DEFAULT_BLOCK_TOKENS,
+        .layer_count = (int32_t)p->layer_count,
+        .kv_head_count = (int32_t)p->kv_head_count,
+        .key_length = (int32_t)p->key_length,
+        .value_length = (int32_t)p->value_length,
+        .storage = storage,
+    };
+    strata_status status = kv_pool_create(&config, &m->kv_pool, l->err);
+    if (status != STRATA_OK)
+        return status;
+    int64_t *windows = calloc((size_t)p->layer_count, sizeof *windows);
+    if (windows == NULL)
+        return strata_fail(l->err, STRATA_E_OUT_OF_MEMORY, "cannot allocate %lld layer windows", (long long)p->layer_count);
+    for (int64_t il = 0; il < p->layer_count; il++)
+        windows[il] = m->layers[il].sliding_window ? p->sliding_window : 0;
+    status = kv_radix_create(m->kv_pool, windows, &m->prefix_cache, l->err);
+    free(windows);
+    return status;
+}
+
 strata_status strata_model_open(const char *path, const strata_model_options *options,
                                 strata_model **out, strata_error *err)
 {
@@ -374,6 +428,8 @@ strata_status strata_model_open(const char *path, const strata_model_options *op
         int64_t scratch = (PANEL_ROWS + 1) * widest; /* matmul panels; attention reserves its own */
         status = compute_context_create(options != NULL ? options->threads : 0, scratch, &model->compute, err);
     }
+    if (status == STRATA_OK)
+        status = create_kv(&l, options);
     if (status == STRATA_OK) {
         gguf_string name = {0};
         found = false;
@@ -394,6 +450,8 @@ void strata_model_close(strata_model *model)
 {
     if (model == NULL)
         return;
+    kv_radix_destroy(model->prefix_cache);
+    kv_pool_destroy(model->kv_pool);
     compute_context_destroy(model->compute);
     tokenizer_destroy(model->tokenizer);
     free(model->layers);

@@ -13,6 +13,8 @@
 
 #include "compute/cpu/compute.h"
 #include "format/gguf.h"
+#include "kv/pool.h"
+#include "kv/radix.h"
 #include "model/arch.h"
 #include "strata.h"
 #include "tokenize/tokenizer.h"
@@ -64,6 +66,8 @@ struct strata_model {
     const float *rope_frequency_factors; /* rotated_dims / 2 values, or NULL */
     tokenizer *tokenizer;
     compute_context *compute;
+    kv_pool *kv_pool;          /* all KV memory of every session of this model */
+    kv_radix *prefix_cache;    /* cached prompt prefixes, in that pool */
     char name[128];
 };
 

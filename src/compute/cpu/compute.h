@@ -4,7 +4,8 @@
  * CPU and per-thread scratch memory. The operations are what one transformer
  * layer needs: matrix products with weights in any computable GGUF type
  * (activations stay f32), RMS norm, rotary position embedding, activations,
- * and causal attention over a contiguous per-sequence KV buffer. Every
+ * (attention, which reads the KV cache through block tables, is in
+ * compute/cpu/attention.h). Every
  * operation works on a batch of rows (tokens) at once; matrix products and
  * attention spread over the pool's threads. */
 #ifndef STRATA_COMPUTE_CPU_COMPUTE_H
@@ -86,29 +87,5 @@ void compute_silu_mul(const compute_context *context, float *gate, const float *
 void compute_gelu_tanh_mul(const compute_context *context, float *gate, const float *up, int64_t n);
 /* x[i] = cap * tanh(x[i] / cap). */
 void compute_soft_cap(float *x, int64_t n, float cap);
-
-/* Causal attention of new tokens over a contiguous KV buffer. */
-typedef struct attention_args {
-    const float *queries;   /* [tokens][heads * head_dim] */
-    const float *keys;      /* [kv_heads][capacity][head_dim] */
-    const float *values;    /* [kv_heads][capacity][value_dim] */
-    float *output;          /* [tokens][heads * value_dim] */
-    const int64_t *positions; /* position of each new token; its keys are in the buffer */
-    int64_t tokens;
-    int64_t heads;
-    int64_t kv_heads;
-    int64_t head_dim;       /* of queries and keys */
-    int64_t value_dim;
-    int64_t capacity;
-    int64_t window;         /* 0: no sliding window; else key p' visible iff pos - p' < window */
-    float scale;            /* multiplies q . k */
-} attention_args;
-
-/* Computes softmax(q . k * scale) . v for every (token, head), spread over the
- * threads; each thread needs compute_attention_scratch_floats() of scratch. */
-void compute_attention(compute_context *context, const attention_args *args);
-/* Returns the per-thread scratch floats attention needs for a KV buffer of capacity positions. */
-int64_t compute_attention_scratch_floats(int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t value_dim,
-                                         int64_t capacity);
 
 #endif

@@ -1,0 +1,288 @@
+/* compute/cpu/attention.c: attention over block-table views of the KV cache.
+ *
+ * Two paths. Decode (fewer than ATTENTION_BLOCK_MIN_TOKENS new tokens): each
+ * (token, head) pair walks the view's slots, dots the visible keys, takes
+ * the softmax and accumulates the values; pairs are spread over threads.
+ * Prefill: for one KV head and a block of tokens, the query heads of the
+ * group times the tokens form the rows of two matrix products through
+ * transposed panels (scores = Q K^T over the block's visible slot span, then
+ * output = P V), the same register kernel the weight products use.
+ *
+ * Slots are in append order, so their positions increase along a view and
+ * the slots a token sees form one contiguous range of slot indices. Keys and
+ * values in f16 or bf16 are converted to f32 row by row as they are read.
+ * When slot mass is requested, each thread adds into its own copy, summed
+ * into the caller's arrays at the end, so results do not depend on timing. */
+#include "compute/cpu/attention.h"
+
+#include <math.h>
+#include <stdbool.h>
+#include <string.h>
+
+/* Prefill attention works on blocks of ATTENTION_BLOCK_ROWS query rows (the
+ * query heads of one KV head times the block's tokens); fewer new tokens than
+ * ATTENTION_BLOCK_MIN_TOKENS (decode) take the per-(token, head) path. */
+enum { ATTENTION_BLOCK_ROWS = 64, ATTENTION_BLOCK_MIN_TOKENS = 4 };
+
+typedef struct attention_job {
+    compute_context *context;
+    const attention_args *args;
+    int64_t mass_offset;  /* where each thread's slot-mass copy starts in its scratch */
+    int64_t mass_stride;  /* floats per KV head in that copy */
+} attention_job;
+
+static int64_t max_of(int64_t a, int64_t b)
+{
+    return a > b ? a : b;
+}
+
+/* Returns slot i's key (which = 0) or value (which = 1) row as f32: in place
+ * for f32 storage, else converted into buffer. */
+static const float *slot_row(const compute_context *context, const attention_args *args,
+                             const attention_kv_view *view, int64_t slot, int which, float *buffer)
+{
+    int64_t block = slot / args->block_tokens, offset = slot % args->block_tokens;
+    int64_t width = which == 0 ? args->head_dim : args->value_dim;
+    const void *base = which == 0 ? view->keys[block] : view->values[block];
+    if (args->storage == TENSOR_F32)
+        return (const float *)base + offset * width;
+    const uint8_t *row = (const uint8_t *)base + (size_t)(offset * width) * 2; /* f16 and bf16: 2 bytes */
+    context->quant->dequantize[args->storage](row, buffer, width);
+    return buffer;
+}
+
+static int64_t slot_position(const attention_args *args, const attention_kv_view *view, int64_t slot)
+{
+    return view->positions[slot / args->block_tokens][slot % args->block_tokens];
+}
+
+static bool visible(const attention_args *args, int64_t query_position, int64_t key_position)
+{
+    if (key_position > query_position)
+        return false;
+    return args->window <= 0 || query_position - key_position < args->window;
+}
+
+/* The contiguous range [*first, *last] of slots visible to some query in
+ * [low_position, high_position]; empty when *first > *last. */
+static void visible_range(const attention_args *args, const attention_kv_view *view, int64_t low_position,
+                          int64_t high_position, int64_t *first, int64_t *last)
+{
+    int64_t lowest_visible = args->window > 0 ? low_position - args->window + 1 : INT64_MIN;
+    int64_t begin = 0, end = view->slot_count; /* binary search: first slot at or past lowest_visible */
+    while (begin < end) {
+        int64_t middle = begin + (end - begin) / 2;
+        if (slot_position(args, view, middle) < lowest_visible)
+            begin = middle + 1;
+        else
+            end = middle;
+    }
+    *first = begin;
+    end = view->slot_count;
+    while (begin < end) { /* first slot past high_position */
+        int64_t middle = begin + (end - begin) / 2;
+        if (slot_position(args, view, middle) <= high_position)
+            begin = middle + 1;
+        else
+            end = middle;
+    }
+    *last = begin - 1;
+}
+
+static void attention_pair(const attention_job *job, int64_t t, int64_t h, float *scratch, float *mass)
+{
+    const attention_args *args = job->args;
+    const compute_context *context = job->context;
+    const vector_kernels *vector = context->vector;
+    int64_t group = args->heads / args->kv_heads, kv_head = h / group;
+    const attention_kv_view *view = &args->views[kv_head];
+    int64_t d = args->head_dim, dv = args->value_dim;
+    const float *q = args->queries + (t * args->heads + h) * d;
+    float *out = args->output + (t * args->heads + h) * dv;
+    int64_t position = args->positions[t], first, last;
+    visible_range(args, view, position, position, &first, &last);
+    float *row_buffer = scratch, *scores = scratch + max_of(d, dv);
+    memset(out, 0, (size_t)dv * sizeof(float));
+    if (first > last)
+        return; /* nothing visible: the output stays zero */
+    float max_score = -INFINITY;
+    for (int64_t i = first; i <= last; i++) {
+        float s = vector->dot(q, slot_row(context, args, view, i, 0, row_buffer), d) * args->scale;
+        scores[i - first] = s;
+        max_score = s > max_score ? s : max_score;
+    }
+    float sum = 0.0f;
+    for (int64_t i = first; i <= last; i++) {
+        scores[i - first] = expf(scores[i - first] - max_score);
+        sum += scores[i - first];
+    }
+    float inverse = 1.0f / sum;
+    bool collect = mass != NULL && t >= args->mass_first_token;
+    for (int64_t i = first; i <= last; i++) {
+        float p = scores[i - first] * inverse;
+        vector->axpy(out, p, slot_row(context, args, view, i, 1, row_buffer), dv);
+        if (collect)
+            mass[kv_head * job->mass_stride + i] += p;
+    }
+}
+
+/* Converts and transposes `count` slot rows starting at `slot` into a panel:
+ * panel[j * PANEL_ROWS + r] = row r's element j; lanes past count are zero. */
+static void pack_slot_panel(const attention_job *job, const attention_kv_view *view, int64_t slot, int64_t count,
+                            int which, float *panel, float *row_buffer)
+{
+    const attention_args *args = job->args;
+    int64_t width = which == 0 ? args->head_dim : args->value_dim;
+    for (int64_t r = 0; r < PANEL_ROWS; r++) {
+        const float *row = r < count ? slot_row(job->context, args, view, slot + r, which, row_buffer) : NULL;
+        for (int64_t j = 0; j < width; j++)
+            panel[j * PANEL_ROWS + r] = row != NULL ? row[j] : 0.0f;
+    }
+}
+
+static void attention_token_block(const attention_job *job, int64_t kv_head, int64_t token_begin, int64_t token_end,
+                                  float *scratch, float *mass)
+{
+    const attention_args *args = job->args;
+    const vector_kernels *vector = job->context->vector;
+    const attention_kv_view *view = &args->views[kv_head];
+    int64_t group = args->heads / args->kv_heads;
+    int64_t d = args->head_dim, dv = args->value_dim;
+    int64_t rows = (token_end - token_begin) * group;
+    int64_t low = INT64_MAX, high = INT64_MIN;
+    for (int64_t t = token_begin; t < token_end; t++) {
+        low = args->positions[t] < low ? args->positions[t] : low;
+        high = args->positions[t] > high ? args->positions[t] : high;
+    }
+    int64_t first, last;
+    visible_range(args, view, low, high, &first, &last);
+    int64_t width = last - first + 1;
+    if (width <= 0) {
+        for (int64_t t = token_begin; t < token_end; t++)
+            memset(args->output + (t * args->heads + kv_head * group) * dv, 0, (size_t)(group * dv) * sizeof(float));
+        return;
+    }
+    float *queries = scratch, *scores = queries + rows * d, *output = scores + rows * width;
+    float *row_buffer = output + rows * dv, *panel = row_buffer + max_of(d, dv);
+
+    for (int64_t t = token_begin; t < token_end; t++)
+        memcpy(queries + (t - token_begin) * group * d, args->queries + (t * args->heads + kv_head * group) * d,
+               (size_t)(group * d) * sizeof(float));
+    for (int64_t s0 = 0; s0 < width; s0 += PANEL_ROWS) {
+        int64_t count = width - s0 < PANEL_ROWS ? width - s0 : PANEL_ROWS;
+        pack_slot_panel(job, view, first + s0, count, 0, panel, row_buffer);
+        vector->panel_multiply(panel, d, queries, d, rows, scores + s0, width, count);
+    }
+    for (int64_t row = 0; row < rows; row++) {
+        int64_t t = token_begin + row / group;
+        float *s = scores + row * width;
+        float max_score = -INFINITY;
+        for (int64_t j = 0; j < width; j++) {
+            if (!visible(args, args->positions[t], slot_position(args, view, first + j))) {
+                s[j] = -INFINITY;
+                continue;
+            }
+            s[j] *= args->scale;
+            max_score = s[j] > max_score ? s[j] : max_score;
+        }
+        float sum = 0.0f;
+        for (int64_t j = 0; j < width; j++) {
+            s[j] = s[j] == -INFINITY ? 0.0f : expf(s[j] - max_score);
+            sum += s[j];
+        }
+        float inverse = sum > 0.0f ? 1.0f / sum : 0.0f;
+        bool collect = mass != NULL && t >= args->mass_first_token;
+        for (int64_t j = 0; j < width; j++) {
+            s[j] *= inverse;
+            if (collect)
+                mass[kv_head * job->mass_stride + first + j] += s[j];
+        }
+    }
+    /* output = P V: the panel holds PANEL_ROWS value dimensions of every slot. */
+    for (int64_t d0 = 0; d0 < dv; d0 += PANEL_ROWS) {
+        int64_t count = dv - d0 < PANEL_ROWS ? dv - d0 : PANEL_ROWS;
+        for (int64_t j = 0; j < width; j++) {
+            const float *value = slot_row(job->context, args, view, first + j, 1, row_buffer);
+            for (int64_t r = 0; r < PANEL_ROWS; r++)
+                panel[j * PANEL_ROWS + r] = r < count ? value[d0 + r] : 0.0f;
+        }
+        vector->panel_multiply(panel, width, scores, width, rows, output + d0, dv, count);
+    }
+    for (int64_t t = token_begin; t < token_end; t++)
+        memcpy(args->output + (t * args->heads + kv_head * group) * dv, output + (t - token_begin) * group * dv,
+               (size_t)(group * dv) * sizeof(float));
+}
+
+static int64_t block_tokens_per_item(const attention_args *args)
+{
+    int64_t group = args->heads / args->kv_heads;
+    return ATTENTION_BLOCK_ROWS / group > 0 ? ATTENTION_BLOCK_ROWS / group : 1;
+}
+
+/* Floats of scratch the two paths need, before the slot-mass copy. */
+static int64_t work_floats(int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t value_dim, int64_t max_slots)
+{
+    int64_t group = heads / kv_heads;
+    int64_t rows = (ATTENTION_BLOCK_ROWS / group > 0 ? ATTENTION_BLOCK_ROWS / group : 1) * group;
+    int64_t row_buffer = max_of(head_dim, value_dim);
+    int64_t blocked = rows * (head_dim + max_slots + value_dim) + row_buffer +
+                      PANEL_ROWS * max_of(max_of(head_dim, value_dim), max_slots);
+    int64_t decode = row_buffer + max_slots;
+    return max_of(blocked, decode);
+}
+
+int64_t compute_attention_scratch_floats(int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t value_dim,
+                                         int64_t block_tokens, int64_t max_slots)
+{
+    (void)block_tokens;
+    return work_floats(heads, kv_heads, head_dim, value_dim, max_slots) + kv_heads * max_slots;
+}
+
+static void attention_task(void *argument, int thread_index, int thread_count)
+{
+    const attention_job *job = argument;
+    const attention_args *args = job->args;
+    float *scratch = job->context->scratch[thread_index];
+    float *mass = NULL;
+    if (args->slot_mass != NULL) {
+        mass = scratch + job->mass_offset;
+        memset(mass, 0, (size_t)(args->kv_heads * job->mass_stride) * sizeof(float));
+    }
+    /* Work is interleaved, not split in ranges: later tokens see more keys and cost more. */
+    if (args->tokens < ATTENTION_BLOCK_MIN_TOKENS) {
+        long pairs = (long)(args->tokens * args->heads);
+        for (long pair = thread_index; pair < pairs; pair += thread_count)
+            attention_pair(job, pair / args->heads, pair % args->heads, scratch, mass);
+        return;
+    }
+    int64_t block_tokens = block_tokens_per_item(args);
+    int64_t blocks = (args->tokens + block_tokens - 1) / block_tokens;
+    for (int64_t item = thread_index; item < blocks * args->kv_heads; item += thread_count) {
+        int64_t block = item / args->kv_heads, kv_head = item % args->kv_heads;
+        int64_t begin = block * block_tokens;
+        int64_t end = begin + block_tokens < args->tokens ? begin + block_tokens : args->tokens;
+        attention_token_block(job, kv_head, begin, end, scratch, mass);
+    }
+}
+
+void compute_attention(compute_context *context, const attention_args *args)
+{
+    int64_t max_slots = 0;
+    for (int64_t h = 0; h < args->kv_heads; h++)
+        max_slots = max_of(max_slots, args->views[h].slot_count);
+    attention_job job = {
+        .context = context,
+        .args = args,
+        .mass_offset = work_floats(args->heads, args->kv_heads, args->head_dim, args->value_dim, max_slots),
+        .mass_stride = max_slots,
+    };
+    thread_pool_run(context->pool, attention_task, &job);
+    if (args->slot_mass == NULL)
+        return;
+    for (int thread = 0; thread < context->thread_count; thread++) {
+        const float *mass = context->scratch[thread] + job.mass_offset;
+        for (int64_t h = 0; h < args->kv_heads; h++)
+            for (int64_t i = 0; i < args->views[h].slot_count; i++)
+                args->slot_mass[h][i] += mass[h * job.mass_stride + i];
+    }
+}

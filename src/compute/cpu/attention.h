@@ -1,0 +1,59 @@
+/* compute/cpu/attention.h: causal attention that reads keys and values
+ * through block tables.
+ *
+ * For each KV head the caller describes its cache as a view: a list of
+ * blocks of block_tokens slots (all full but the last), each with its keys,
+ * values and the original position of every slot. The kernel reads the
+ * blocks where they are (no copy into a contiguous buffer), in any of the
+ * storage types f32, f16 and bf16 (converted to f32 as they are read), and
+ * masks by the recorded positions: a new token at position p sees a slot at
+ * position p' iff p' <= p and, for a sliding window w, p - p' < w. So the
+ * same kernel serves full caches, windows that dropped their oldest blocks,
+ * and views of different lengths per head.
+ *
+ * On request it also adds, per slot, the attention mass that chosen queries
+ * put on it (summed over the query heads of the slot's KV group): the
+ * statistic eviction policies read. */
+#ifndef STRATA_COMPUTE_CPU_ATTENTION_H
+#define STRATA_COMPUTE_CPU_ATTENTION_H
+
+#include <stdint.h>
+
+#include "compute/cpu/compute.h"
+
+typedef struct attention_kv_view {
+    const void *const *keys;         /* per block: block_tokens * head_dim values */
+    const void *const *values;       /* per block: block_tokens * value_dim values */
+    const int32_t *const *positions; /* per block: block_tokens positions */
+    int64_t slot_count;              /* filled slots */
+} attention_kv_view;
+
+typedef struct attention_args {
+    const float *queries;     /* [tokens][heads * head_dim] */
+    float *output;            /* [tokens][heads * value_dim] */
+    const int64_t *positions; /* position of each new token */
+    int64_t tokens;
+    int64_t heads;
+    int64_t kv_heads;
+    int64_t head_dim;
+    int64_t value_dim;
+    int64_t block_tokens;
+    tensor_type storage;      /* TENSOR_F32, TENSOR_F16 or TENSOR_BF16 */
+    int64_t window;           /* 0: none */
+    float scale;              /* multiplies q . k */
+    const attention_kv_view *views; /* kv_heads views */
+    /* Optional statistics: NULL, or for each KV head an array of
+     * views[h].slot_count floats to which the probability mass that the
+     * queries of tokens [mass_first_token, tokens) put on each slot is added. */
+    float *const *slot_mass;
+    int64_t mass_first_token;
+} attention_args;
+
+/* Computes softmax(q . k * scale) . v for every (token, head), spread over the threads. */
+void compute_attention(compute_context *context, const attention_args *args);
+/* Returns the per-thread scratch floats compute_attention needs when every view
+ * holds at most max_slots slots. */
+int64_t compute_attention_scratch_floats(int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t value_dim,
+                                         int64_t block_tokens, int64_t max_slots);
+
+#endif

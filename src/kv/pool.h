@@ -1,0 +1,122 @@
+/* kv/pool.h: the KV block pool.
+ *
+ * All KV memory of one backend lives here, under one byte budget, cut into
+ * fixed-size blocks. A block holds block_tokens slots of ONE (layer, KV
+ * head): for each slot its key, its value, its original position and room
+ * for policy statistics. Blocks are reference-counted: a block shared by a
+ * cached prefix and two sequences has refcount 3 and is read-only until the
+ * last writer copies it (the sequence views do the copying). When no block
+ * is free, kv_pool_alloc returns STRATA_E_KV_FULL and the caller decides
+ * (evict cached prefixes, preempt, or report); the pool never exceeds its
+ * budget.
+ *
+ * Block layout, in one contiguous stretch of block_bytes:
+ *   keys      block_tokens * key_length   values of the storage type
+ *   values    block_tokens * value_length values of the storage type
+ *   positions block_tokens int32: the original position of each slot
+ *   scores    block_tokens float: policy statistics (accumulated attention mass)
+ * Storage types f32, f16 and bf16 exist now; packed low-bit types will add
+ * their own layouts behind the same block accessors. */
+#ifndef STRATA_KV_POOL_H
+#define STRATA_KV_POOL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "strata.h"
+
+typedef int32_t kv_block_id;
+enum { KV_BLOCK_NONE = -1, KV_DEFAULT_BLOCK_TOKENS = 16 };
+
+typedef enum kv_storage {
+    KV_STORAGE_F32 = 0,
+    KV_STORAGE_F16,
+    KV_STORAGE_BF16,
+} kv_storage;
+
+typedef struct kv_pool_config {
+    uint64_t budget_bytes;   /* all blocks together never exceed this */
+    int32_t block_tokens;    /* slots per block; 0 means KV_DEFAULT_BLOCK_TOKENS */
+    int32_t layer_count;
+    int32_t kv_head_count;
+    int32_t key_length;
+    int32_t value_length;
+    kv_storage storage;
+} kv_pool_config;
+
+typedef struct kv_pool kv_pool;
+
+/* Per-layer and per-head accounting, as counted by the pool. */
+typedef struct kv_pool_usage {
+    int64_t total_blocks;
+    int64_t used_blocks;     /* refcount >= 1 */
+    int64_t shared_blocks;   /* refcount >= 2 */
+    int64_t free_blocks;
+    uint64_t block_bytes;
+    uint64_t used_bytes;
+    uint64_t shared_bytes;
+    uint64_t free_bytes;
+} kv_pool_usage;
+
+/* Creates a pool; fails if the budget holds less than one block per (layer, KV head). */
+strata_status kv_pool_create(const kv_pool_config *config, kv_pool **out, strata_error *err);
+/* Destroys a pool and all its memory; accepts NULL. Blocks still referenced are freed too. */
+void kv_pool_destroy(kv_pool *pool);
+
+/* Returns the configuration the pool was created with (block_tokens filled in). */
+const kv_pool_config *kv_pool_configuration(const kv_pool *pool);
+/* Returns the bytes of one block. */
+uint64_t kv_pool_block_bytes(const kv_pool *pool);
+/* Returns the number of blocks the budget holds. */
+int64_t kv_pool_capacity(const kv_pool *pool);
+/* Returns the number of free blocks. */
+int64_t kv_pool_free_blocks(const kv_pool *pool);
+
+/* Takes a free block for (layer, kv_head) with refcount 1 and its slots unset;
+ * STRATA_E_KV_FULL when none is free. */
+strata_status kv_pool_alloc(kv_pool *pool, int32_t layer, int32_t kv_head, kv_block_id *out, strata_error *err);
+/* Adds a reference to a used block. */
+void kv_pool_retain(kv_pool *pool, kv_block_id block);
+/* Drops a reference; the block returns to the free list at zero. */
+void kv_pool_release(kv_pool *pool, kv_block_id block);
+/* Returns a block's reference count (0 when free). */
+int32_t kv_pool_refcount(const kv_pool *pool, kv_block_id block);
+/* Returns the layer and KV head a used block belongs to. */
+void kv_pool_block_owner(const kv_pool *pool, kv_block_id block, int32_t *layer, int32_t *kv_head);
+
+/* Returns the block's keys: block_tokens * key_length values of the storage type. */
+void *kv_block_keys(kv_pool *pool, kv_block_id block);
+/* Returns the block's values: block_tokens * value_length values of the storage type. */
+void *kv_block_values(kv_pool *pool, kv_block_id block);
+/* Returns the block's per-slot original positions. */
+int32_t *kv_block_positions(kv_pool *pool, kv_block_id block);
+/* Returns the block's per-slot policy statistics. */
+float *kv_block_scores(kv_pool *pool, kv_block_id block);
+/* Read-only views of the same, for attention. */
+const void *kv_block_keys_const(const kv_pool *pool, kv_block_id block);
+const void *kv_block_values_const(const kv_pool *pool, kv_block_id block);
+const int32_t *kv_block_positions_const(const kv_pool *pool, kv_block_id block);
+
+/* Copies the first `slots` slots of block `from` into block `to` (same layer and head). */
+void kv_pool_copy_slots(kv_pool *pool, kv_block_id from, kv_block_id to, int32_t slots);
+
+/* Writes n values of f32 into a slot range of the storage type (dst has storage type). */
+void kv_storage_store(kv_storage storage, void *dst, const float *src, int64_t n);
+/* Reads n values of the storage type as f32. */
+void kv_storage_load(kv_storage storage, const void *src, float *dst, int64_t n);
+/* Returns the bytes of one value of the storage type. */
+uint32_t kv_storage_bytes(kv_storage storage);
+/* Returns "f32", "f16" or "bf16". */
+const char *kv_storage_name(kv_storage storage);
+
+/* Fills usage with the pool's counts. */
+void kv_pool_usage_get(const kv_pool *pool, kv_pool_usage *usage);
+/* Counts used blocks by layer (layer_count entries) and by (layer, head)
+ * (layer_count * kv_head_count entries); either may be NULL. */
+void kv_pool_usage_by_owner(const kv_pool *pool, int64_t *blocks_by_layer, int64_t *blocks_by_layer_head);
+/* Recounts everything from the per-block state and checks the free list,
+ * refcounts and counters agree; returns STRATA_E_INTERNAL naming the first
+ * disagreement. For tests and debugging. */
+strata_status kv_pool_check(const kv_pool *pool, strata_error *err);
+
+#endif
