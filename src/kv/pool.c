@@ -309,40 +309,37 @@ static uint16_t f32_to_bf16(float value)
     return (uint16_t)(bits >> 16);
 }
 
+/* The 16-bit storage types: conversions from and to f32, by storage type. */
+static const struct {
+    uint16_t (*from_f32)(float value);
+    float (*to_f32)(uint16_t half);
+} half_types[] = {
+    [KV_STORAGE_F16] = {quant_f32_to_f16, quant_f16_to_f32},
+    [KV_STORAGE_BF16] = {f32_to_bf16, quant_bf16_to_f32},
+};
+
 void kv_storage_store(kv_storage storage, void *dst, const float *src, int64_t n)
 {
-    switch (storage) {
-    case KV_STORAGE_F32:
+    if (storage == KV_STORAGE_F32) {
         memcpy(dst, src, (size_t)n * sizeof(float));
         return;
-    case KV_STORAGE_F16:
-        for (int64_t i = 0; i < n; i++)
-            ((uint16_t *)dst)[i] = quant_f32_to_f16(src[i]);
-        return;
-    case KV_STORAGE_BF16:
-        for (int64_t i = 0; i < n; i++)
-            ((uint16_t *)dst)[i] = f32_to_bf16(src[i]);
-        return;
     }
-    assert(!"unknown KV storage type");
+    assert(storage == KV_STORAGE_F16 || storage == KV_STORAGE_BF16);
+    uint16_t *halves = dst;
+    for (int64_t i = 0; i < n; i++)
+        halves[i] = half_types[storage].from_f32(src[i]);
 }
 
 void kv_storage_load(kv_storage storage, const void *src, float *dst, int64_t n)
 {
-    switch (storage) {
-    case KV_STORAGE_F32:
+    if (storage == KV_STORAGE_F32) {
         memcpy(dst, src, (size_t)n * sizeof(float));
         return;
-    case KV_STORAGE_F16:
-        for (int64_t i = 0; i < n; i++)
-            dst[i] = quant_f16_to_f32(((const uint16_t *)src)[i]);
-        return;
-    case KV_STORAGE_BF16:
-        for (int64_t i = 0; i < n; i++)
-            dst[i] = quant_bf16_to_f32(((const uint16_t *)src)[i]);
-        return;
     }
-    assert(!"unknown KV storage type");
+    assert(storage == KV_STORAGE_F16 || storage == KV_STORAGE_BF16);
+    const uint16_t *halves = src;
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = half_types[storage].to_f32(halves[i]);
 }
 
 uint32_t kv_storage_bytes(kv_storage storage)
@@ -410,8 +407,8 @@ strata_status kv_pool_check(const kv_pool *pool, strata_error *err)
     }
     if (used != pool->used_blocks || shared != pool->shared_blocks)
         return strata_fail(err, STRATA_E_INTERNAL,
-                           "KV pool: counters say %" PRId64 " used and %" PRId64 " shared blocks, the blocks say %" PRId64
-                           " and %" PRId64,
+                           "KV pool: counters say %" PRId64 " used and %" PRId64
+                           " shared blocks, the blocks say %" PRId64 " and %" PRId64,
                            pool->used_blocks, pool->shared_blocks, used, shared);
     if (pool->free_count != pool->capacity - used)
         return strata_fail(err, STRATA_E_INTERNAL,

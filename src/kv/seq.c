@@ -184,7 +184,8 @@ int64_t kv_seq_blocks_needed(const kv_seq *seq, int64_t tokens)
     assert(tokens >= 0);
     int64_t needed = 0;
     for (int64_t i = 0; i < table_count(seq); i++) {
-        int64_t table_needs = table_new_blocks(seq, &seq->tables[i], tokens) + table_needs_copy(seq, &seq->tables[i], tokens);
+        const kv_block_table *table = &seq->tables[i];
+        int64_t table_needs = table_new_blocks(seq, table, tokens) + table_needs_copy(seq, table, tokens);
         needed = table_needs > INT64_MAX - needed ? INT64_MAX : needed + table_needs;
     }
     return needed;
@@ -247,13 +248,14 @@ void kv_seq_write(kv_seq *seq, int32_t layer, const float *keys, const float *va
             kv_block_id block = table->blocks[slot / seq->block_tokens];
             assert(kv_pool_refcount(seq->pool, block) == 1);
             int64_t i = slot % seq->block_tokens;
-            kv_storage_store(config->storage, (char *)kv_block_keys(seq->pool, block) + i * config->key_length * value_bytes,
+            kv_storage_store(config->storage,
+                             (char *)kv_block_keys(seq->pool, block) + i * config->key_length * value_bytes,
                              keys + t * key_stride + (int64_t)head * config->key_length, config->key_length);
             kv_storage_store(config->storage,
                              (char *)kv_block_values(seq->pool, block) + i * config->value_length * value_bytes,
                              values + t * value_stride + (int64_t)head * config->value_length, config->value_length);
             kv_block_positions(seq->pool, block)[i] = (int32_t)positions[t];
-            
+            kv_block_scores(seq->pool, block)[i] = 0.0f;
         }
         table->slot_count += tokens;
     }

@@ -109,7 +109,7 @@ static void append_ok(kv_seq *seq, uint32_t tag, int64_t tokens)
     CHECK_MESSAGE(append(seq, tag, tokens, 0, &error) == STRATA_OK, "%s", error.message);
 }
 
-/* Whether slot `slot` of (layer, head) holds write tag's key and value for position, with no statistics. */
+/* Whether slot `slot` of (layer, head) holds write tag's key and value for position. */
 static bool slot_holds(const kv_seq *seq, int32_t layer, int32_t head, int64_t slot, uint32_t tag, int64_t position)
 {
     const kv_block_table *table = kv_seq_table(seq, layer, head);
@@ -120,7 +120,7 @@ static bool slot_holds(const kv_seq *seq, int32_t layer, int32_t head, int64_t s
     int64_t i = slot % SLOTS;
     const float *keys = (const float *)kv_block_keys_const(pool, block) + i * KEY;
     const float *values = (const float *)kv_block_values_const(pool, block) + i * VALUE;
-    bool same = kv_block_positions_const(pool, block)[i] == position && kv_block_scores(pool, block)[i] == 0.0f;
+    bool same = kv_block_positions_const(pool, block)[i] == position;
     for (int32_t j = 0; j < KEY; j++)
         same &= keys[j] == sample(tag, layer, head, position, j, false);
     for (int32_t j = 0; j < VALUE; j++)
@@ -303,6 +303,11 @@ static void rewind_drops_slots_and_blocks_and_positions_continue_from_there(void
     strata_error error = {0};
     CHECK(append(seq, 1, 10, 8, &error) == STRATA_OK); /* 10 slots, room for 18: 5 blocks a table */
     CHECK(kv_pool_free_blocks(pool) == 64 - 20);
+    /* Statistics a policy accumulated stay with the kept slots; rewritten slots start from zero. */
+    const kv_block_table *statistics_table = kv_seq_table(seq, 0, 1);
+    for (int32_t b = 0; b < 3; b++)
+        for (int32_t i = 0; i < SLOTS; i++)
+            kv_block_scores(pool, statistics_table->blocks[b])[i] = 1.5f;
     CHECK(kv_seq_rewind(seq, 11, NULL, &error) == STRATA_E_INVALID_ARGUMENT);
     CHECK(strstr(error.message, "11") != NULL);
     CHECK(kv_seq_rewind(seq, -1, NULL, NULL) == STRATA_E_INVALID_ARGUMENT);
@@ -319,6 +324,8 @@ static void rewind_drops_slots_and_blocks_and_positions_continue_from_there(void
     append_ok(seq, 2, 3);
     for (int32_t layer = 0; layer < 2; layer++)
         CHECK(slots_hold(seq, layer, 0, 5, 1, 0) && slots_hold(seq, layer, 5, 3, 2, 5));
+    for (int64_t s = 0; s < 8; s++)
+        CHECK(kv_block_scores(pool, statistics_table->blocks[s / SLOTS])[s % SLOTS] == (s < 5 ? 1.5f : 0.0f));
     CHECK(kv_seq_rewind(seq, 0, NULL, &error) == STRATA_OK);
     CHECK(kv_pool_free_blocks(pool) == 64);
     pool_is_consistent(pool);
