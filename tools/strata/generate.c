@@ -23,6 +23,9 @@ typedef struct generate_options {
     long long max_tokens;
     long long threads;
     long long context;
+    long long parallel;
+    uint64_t kv_memory;
+    int kv_type;
     bool chat;
     bool seed_given;
     strata_sampler_options sampling;
@@ -49,12 +52,16 @@ static void print_help(FILE *stream)
             "      --seed S            random seed (default: from the clock, printed)\n"
             "      --stop TEXT         stop when TEXT is generated (repeatable)\n"
             "  -t, --threads N         compute threads (default: one per core)\n"
-            "  -c, --ctx-size N        context length (default: the model's, at most 8192)\n");
+            "  -c, --ctx-size N        context length (default: the model's, at most 8192)\n"
+            "      --parallel N        generate N continuations of the prompt at once (seeds S, S+1, ...);\n"
+            "                          they share the prompt's KV blocks and decode in one batch\n"
+            "      --kv-mem SIZE       KV pool budget, e.g. 512M or 2G (default: from the model and machine)\n"
+            "      --kv-type T         KV storage: f32 (default), f16 or bf16\n");
 }
 
 static int parse_options(int argc, char **argv, generate_options *o)
 {
-    *o = (generate_options){.max_tokens = 128};
+    *o = (generate_options){.max_tokens = 128, .parallel = 1};
     o->sampling = strata_sampler_defaults();
     o->sampling.temperature = 0.8f;
     o->sampling.top_k = 40;
@@ -111,6 +118,12 @@ static int parse_options(int argc, char **argv, generate_options *o)
             if (!VALUE() || !option_parse_integer("generate", flag, value, 0, INT64_MAX, &integer)) return 2;
             o->sampling.seed = (uint64_t)integer;
             o->seed_given = true;
+        } else if (strcmp(flag, "--parallel") == 0) {
+            if (!VALUE() || !option_parse_integer("generate", flag, value, 1, 256, &o->parallel)) return 2;
+        } else if (strcmp(flag, "--kv-mem") == 0) {
+            if (!VALUE() || !option_parse_bytes("generate", flag, value, &o->kv_memory)) return 2;
+        } else if (strcmp(flag, "--kv-type") == 0) {
+            if (!VALUE() || !option_parse_kv_type("generate", value, &o->kv_type)) return 2;
         } else if (strcmp(flag, "--stop") == 0) {
             if (!VALUE()) return 2;
             if (value[0] == '\0' || o->stop_count == MAX_STOP_STRINGS) {
@@ -139,6 +152,7 @@ typedef struct output_stream {
     size_t length;
     size_t capacity;
     const generate_options *options;
+    FILE *sink; /* where released text goes; NULL means stdout */
 } output_stream;
 
 /* Appends text; returns true when a stop string completed (text before it is written). */
@@ -161,8 +175,9 @@ static bool output_push(output_stream *out, const char *text, size_t length)
         if (found != NULL && (size_t)(found - out->pending) < stop_at)
             stop_at = (size_t)(found - out->pending);
     }
+    FILE *sink = out->sink != NULL ? out->sink : stdout;
     if (stop_at < out->length) {
-        fwrite(out->pending, 1, stop_at, stdout);
+        fwrite(out->pending, 1, stop_at, sink);
         out->length = 0;
         return true;
     }
@@ -176,10 +191,10 @@ static bool output_push(output_stream *out, const char *text, size_t length)
                 break;
             }
     }
-    fwrite(out->pending, 1, out->length - hold, stdout);
+    fwrite(out->pending, 1, out->length - hold, sink);
     memmove(out->pending, out->pending + out->length - hold, hold);
     out->length = hold;
-    fflush(stdout);
+    fflush(sink);
     return false;
 }
 
@@ -188,6 +203,119 @@ static double now_seconds(void)
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/* One continuation of --parallel: its session, sampler and text so far. */
+typedef struct continuation {
+    strata_session *session;
+    strata_sampler *sampler;
+    output_stream out;  /* collects the text (stop strings apply) */
+    FILE *text;         /* memory stream the text is written to */
+    char *text_buffer;
+    size_t text_length;
+    long long generated;
+    bool done;
+} continuation;
+
+/* --parallel N: forks the prefilled session N - 1 times (the prompt's KV
+ * blocks are shared, not copied) and decodes all N in batched steps, then
+ * prints each continuation. Returns the exit code; fills error on failure. */
+static int generate_parallel(strata_model *model, strata_session *prompt_session, const generate_options *o,
+                             strata_error *error, double prefill_start)
+{
+    int count = (int)o->parallel, exit_code = 1;
+    continuation *c = calloc((size_t)count, sizeof *c);
+    strata_session **step_sessions = calloc((size_t)count, sizeof *step_sessions);
+    int32_t *step_tokens = calloc((size_t)count, sizeof *step_tokens);
+    const int32_t **step_pointers = calloc((size_t)count, sizeof *step_pointers);
+    size_t *step_counts = calloc((size_t)count, sizeof *step_counts);
+    if (c == NULL || step_sessions == NULL || step_tokens == NULL || step_pointers == NULL || step_counts == NULL) {
+        error->status = STRATA_E_OUT_OF_MEMORY;
+        snprintf(error->message, sizeof error->message, "cannot allocate %d continuations", count);
+        goto cleanup;
+    }
+    double decode_start = now_seconds();
+    for (int i = 0; i < count; i++) {
+        strata_sampler_options sampling = o->sampling;
+        sampling.seed = o->sampling.seed + (uint64_t)i;
+        if (i == 0)
+            c[i].session = prompt_session;
+        else if (strata_session_fork(prompt_session, &c[i].session, error) != STRATA_OK)
+            goto cleanup;
+        if (strata_sampler_create(&sampling, strata_model_vocab_size(model), &c[i].sampler, error) != STRATA_OK)
+            goto cleanup;
+        c[i].text = open_memstream(&c[i].text_buffer, &c[i].text_length);
+        if (c[i].text == NULL) {
+            error->status = STRATA_E_OUT_OF_MEMORY;
+            snprintf(error->message, sizeof error->message, "cannot open an output buffer");
+            goto cleanup;
+        }
+        c[i].out = (output_stream){.options = o, .sink = c[i].text};
+    }
+    uint64_t shared_bytes = 0;
+    uint64_t first_bytes = strata_session_kv_bytes(c[0].session, &shared_bytes);
+    fprintf(stderr, "strata: %d continuations share the prompt's KV: %llu of the first one's %llu KV bytes are shared\n",
+            count, (unsigned long long)shared_bytes, (unsigned long long)first_bytes);
+    long long total_generated = 0;
+    char piece[256];
+    for (;;) {
+        int active = 0;
+        for (int i = 0; i < count; i++) {
+            if (c[i].done)
+                continue;
+            int32_t next = strata_sampler_sample(c[i].sampler, strata_session_logits(c[i].session, 0));
+            c[i].generated++;
+            total_generated++;
+            size_t length = strata_token_is_end_of_generation(model, next) ? 0 : strata_token_to_text(model, next, piece, sizeof piece);
+            bool stop = strata_token_is_end_of_generation(model, next) ||
+                        output_push(&c[i].out, piece, length < sizeof piece ? length : sizeof piece) ||
+                        c[i].generated >= o->max_tokens;
+            if (stop) {
+                c[i].done = true;
+                continue;
+            }
+            step_tokens[active] = next;
+            step_sessions[active] = c[i].session;
+            step_pointers[active] = &step_tokens[active];
+            step_counts[active] = 1;
+            active++;
+        }
+        if (active == 0)
+            break;
+        /* step_pointers point into step_tokens, which keeps its place. */
+        if (strata_sessions_append(step_sessions, step_pointers, step_counts, (size_t)active, error) != STRATA_OK)
+            goto cleanup;
+    }
+    double end = now_seconds();
+    for (int i = 0; i < count; i++) {
+        fwrite(c[i].out.pending, 1, c[i].out.length, c[i].text);
+        fflush(c[i].text);
+        printf("--- continuation %d (seed %llu)\n%.*s\n", i + 1, (unsigned long long)(o->sampling.seed + (uint64_t)i),
+               (int)c[i].text_length, c[i].text_buffer);
+    }
+    strata_kv_stats stats;
+    strata_model_kv_stats(model, &stats);
+    fprintf(stderr, "strata: prefill %.3f s; %lld tokens over %d continuations in %.3f s (%.1f tok/s); KV in use %llu bytes (%llu shared)\n",
+            decode_start - prefill_start, total_generated, count, end - decode_start,
+            (double)total_generated / (end - decode_start), (unsigned long long)stats.used_bytes,
+            (unsigned long long)stats.shared_bytes);
+    exit_code = 0;
+cleanup:
+    for (int i = 0; c != NULL && i < count; i++) {
+        if (c[i].text != NULL)
+            fclose(c[i].text);
+        free(c[i].text_buffer);
+        free(c[i].out.pending);
+        strata_sampler_destroy(c[i].sampler);
+        if (i > 0)
+            strata_session_destroy(c[i].session);
+    }
+    free(c);
+    free(step_sessions);
+    free(step_tokens);
+    free(step_pointers);
+    free(step_counts);
+    return exit_code;
 }
 
 int command_generate(int argc, char **argv)
@@ -217,7 +345,8 @@ int command_generate(int argc, char **argv)
     size_t token_count = 0;
     output_stream out = {.options = &o};
     int exit_code = 1;
-    strata_model_options model_options = {.threads = (int)o.threads};
+    strata_model_options model_options = {.threads = (int)o.threads, .kv_memory_bytes = o.kv_memory,
+                                          .kv_type = (strata_kv_type)o.kv_type};
     strata_session_options session_options = {.context_length = (int32_t)o.context};
 
     double load_start = now_seconds();
@@ -246,6 +375,12 @@ int command_generate(int argc, char **argv)
     double prefill_start = now_seconds();
     if (strata_session_append(session, tokens, token_count, false, &error) != STRATA_OK)
         goto fail;
+    if (o.parallel > 1) {
+        exit_code = generate_parallel(model, session, &o, &error, prefill_start);
+        if (exit_code != 0 && error.message[0] != '\0')
+            goto fail;
+        goto cleanup;
+    }
     double decode_start = now_seconds();
     long long generated = 0;
     char piece[256];

@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 bool option_parse_integer(const char *command, const char *flag, const char *text, long long minimum,
                           long long maximum, long long *out)
@@ -34,6 +35,45 @@ bool option_parse_float(const char *command, const char *flag, const char *text,
     }
     *out = value;
     return true;
+}
+
+bool option_parse_bytes(const char *command, const char *flag, const char *text, uint64_t *out)
+{
+    char *end = NULL;
+    errno = 0;
+    double value = strtod(text, &end);
+    double scale = 1;
+    if (end != text && errno == 0) {
+        if (strcmp(end, "") == 0 || strcmp(end, "B") == 0)
+            scale = 1;
+        else if (strcmp(end, "K") == 0 || strcmp(end, "KiB") == 0 || strcmp(end, "k") == 0)
+            scale = 1024.0;
+        else if (strcmp(end, "M") == 0 || strcmp(end, "MiB") == 0)
+            scale = 1024.0 * 1024.0;
+        else if (strcmp(end, "G") == 0 || strcmp(end, "GiB") == 0)
+            scale = 1024.0 * 1024.0 * 1024.0;
+        else
+            scale = 0;
+    }
+    double bytes = value * scale;
+    if (end == text || errno != 0 || scale == 0 || !(bytes >= 1) || bytes > 1e15) {
+        fprintf(stderr, "strata %s: %s expects a size such as 512M, 2G or 1000000, got '%s'\n", command, flag, text);
+        return false;
+    }
+    *out = (uint64_t)bytes;
+    return true;
+}
+
+bool option_parse_kv_type(const char *command, const char *text, int *out)
+{
+    static const char *const names[] = {"f32", "f16", "bf16"}; /* in strata_kv_type order */
+    for (int i = 0; i < 3; i++)
+        if (strcmp(text, names[i]) == 0) {
+            *out = i;
+            return true;
+        }
+    fprintf(stderr, "strata %s: --kv-type expects f32, f16 or bf16, got '%s'\n", command, text);
+    return false;
 }
 
 const char *option_value(const char *command, int argc, char **argv, int *index)

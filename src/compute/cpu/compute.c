@@ -1,11 +1,13 @@
 /* compute/cpu/compute.c: the CPU operations of a transformer layer.
  *
- * Matrix products are the hot path. With one token (decode) every weight row
- * is dotted with the activation straight from its packed form (quant dot
- * kernels), so each weight byte is read once. With several tokens (prefill)
- * each thread dequantizes a panel of PANEL_ROWS weight rows into f32 scratch
- * once and multiplies it with every token through 4x4 register tiles, so the
- * dequantization cost is shared by all tokens. Both paths split the weight
+ * Matrix products are the hot path. With few tokens (decode) every weight
+ * row is dotted with the activations straight from its packed form (quant
+ * dot kernels), so each weight byte is read once. With many tokens (prefill)
+ * each thread dequantizes a panel of PANEL_ROWS weight rows into f32
+ * scratch, transposed so that each input column of the panel is one vector,
+ * and multiplies it with every token (vector_kernels.panel_multiply): the
+ * dequantization cost is shared by all tokens and the inner loop is pure
+ * FMAs on registers. Both paths split the weight
  * rows between threads, so every output element is computed by exactly one
  * thread in a fixed order: results do not depend on the thread count. */
 #include "compute/cpu/compute.h"
@@ -78,6 +80,13 @@ void compute_weight_row(const compute_context *context, const weight_matrix *w, 
     context->quant->dequantize[w->type](bytes, out, w->cols);
 }
 
+/* Below PANEL_MIN_TOKENS (decode, batched decode, short appends) each row is
+ * dotted with the tokens straight from its packed form, the row staying in
+ * L1 between tokens. From PANEL_MIN_TOKENS on (prefill), transposed panels
+ * feed the broadcast-FMA kernel; packing a panel (a transposing scatter of
+ * PANEL_ROWS rows) costs more than it saves for fewer tokens. */
+enum { PANEL_MIN_TOKENS = 64 };
+
 typedef struct matmul_job {
     compute_context *context;
     const weight_matrix *w;
@@ -132,7 +141,7 @@ static void matmul_task(void *argument, int thread_index, int thread_count)
     /* The panel path needs (PANEL_ROWS + 1) * cols floats of scratch; with less
      * (a context reserved for smaller matrices) the direct path is still exact. */
     bool panel_fits = (PANEL_ROWS + 1) * job->w->cols <= job->context->scratch_floats;
-    if (job->tokens < 4 || !panel_fits)
+    if (job->tokens < PANEL_MIN_TOKENS || !panel_fits)
         matmul_rows_direct(job, begin, end);
     else
         matmul_rows_panel(job, begin, end, job->context->scratch[thread_index]);

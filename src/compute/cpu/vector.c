@@ -19,14 +19,6 @@ static void scalar_axpy(float *y, float a, const float *x, int64_t n)
         y[i] += a * x[i];
 }
 
-static void scalar_dot_4x4(const float *w, int64_t w_stride, const float *x, int64_t x_stride,
-                           int64_t k, float *y, int64_t y_stride)
-{
-    for (int t = 0; t < 4; t++)
-        for (int r = 0; r < 4; r++)
-            y[t * y_stride + r] = scalar_dot(w + r * w_stride, x + t * x_stride, k);
-}
-
 static void scalar_panel_multiply(const float *panel, int64_t k, const float *x, int64_t x_stride,
                                   int64_t tokens, float *y, int64_t y_stride, int64_t rows)
 {
@@ -52,7 +44,6 @@ const vector_kernels vector_kernels_scalar = {
     .level = SIMD_SCALAR,
     .dot = scalar_dot,
     .axpy = scalar_axpy,
-    .dot_4x4 = scalar_dot_4x4,
     .panel_multiply = scalar_panel_multiply,
     .gated_sigmoid = scalar_gated_sigmoid,
 };

@@ -5,7 +5,6 @@
  * AVX-512 versions beside them must agree (tests/compute/test_vector.c).
  *   dot(a, b, n)                    sum a[i] * b[i]
  *   axpy(y, a, x, n)                y[i] += a * x[i]
- *   dot_4x4(w, ws, x, xs, k, y, ys) y[t*ys + r] = dot(w + r*ws, x + t*xs, k) for r, t < 4
  *   panel_multiply(panel, k, x, xs, tokens, y, ys, rows)
  *                                   y[t*ys + r] = sum_j panel[j*PANEL_ROWS + r] * x[t*xs + j]
  *                                   for t < tokens, r < rows (<= PANEL_ROWS): the core of
@@ -32,8 +31,6 @@ typedef struct vector_kernels {
     simd_level level;
     float (*dot)(const float *a, const float *b, int64_t n);
     void (*axpy)(float *y, float a, const float *x, int64_t n);
-    void (*dot_4x4)(const float *w, int64_t w_stride, const float *x, int64_t x_stride, int64_t k,
-                    float *y, int64_t y_stride);
     void (*panel_multiply)(const float *panel, int64_t k, const float *x, int64_t x_stride, int64_t tokens,
                            float *y, int64_t y_stride, int64_t rows);
     void (*gated_sigmoid)(float *gate, const float *up, float scale, float cubic, int64_t n);

@@ -41,37 +41,6 @@ static void avx2_axpy(float *y, float a, const float *x, int64_t n)
         y[i] += a * x[i];
 }
 
-static void avx2_dot_4x4(const float *w, int64_t w_stride, const float *x, int64_t x_stride,
-                         int64_t k, float *y, int64_t y_stride)
-{
-    /* 4 weight rows x 2 token rows at a time keeps 8 accumulators plus the
-     * 6 loaded vectors inside AVX2's 16 registers. */
-    for (int t = 0; t < 4; t += 2) {
-        __m256 acc[2][4];
-        for (int i = 0; i < 2; i++)
-            for (int r = 0; r < 4; r++)
-                acc[i][r] = _mm256_setzero_ps();
-        const float *x0 = x + t * x_stride, *x1 = x0 + x_stride;
-        int64_t j = 0;
-        for (; j + 8 <= k; j += 8) {
-            __m256 xv0 = _mm256_loadu_ps(x0 + j), xv1 = _mm256_loadu_ps(x1 + j);
-            for (int r = 0; r < 4; r++) {
-                __m256 wv = _mm256_loadu_ps(w + r * w_stride + j);
-                acc[0][r] = _mm256_fmadd_ps(wv, xv0, acc[0][r]);
-                acc[1][r] = _mm256_fmadd_ps(wv, xv1, acc[1][r]);
-            }
-        }
-        for (int i = 0; i < 2; i++)
-            for (int r = 0; r < 4; r++) {
-                float sum = horizontal_sum(acc[i][r]);
-                const float *xi = i == 0 ? x0 : x1;
-                for (int64_t tail = j; tail < k; tail++)
-                    sum += w[r * w_stride + tail] * xi[tail];
-                y[(t + i) * y_stride + r] = sum;
-            }
-    }
-}
-
 /* TOKENS tokens x 16 rows of the panel at a time (two 8-float registers). */
 #define PANEL_KERNEL(TOKENS)                                                                         \
     static void panel_tokens_##TOKENS(const float *panel, int64_t k, const float *x, int64_t x_stride, \
@@ -174,7 +143,6 @@ const vector_kernels vector_kernels_avx2 = {
     .level = SIMD_AVX2,
     .dot = avx2_dot,
     .axpy = avx2_axpy,
-    .dot_4x4 = avx2_dot_4x4,
     .panel_multiply = avx2_panel_multiply,
     .gated_sigmoid = avx2_gated_sigmoid,
 };

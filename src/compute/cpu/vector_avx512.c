@@ -35,29 +35,6 @@ static void avx512_axpy(float *y, float a, const float *x, int64_t n)
     }
 }
 
-static void avx512_dot_4x4(const float *w, int64_t w_stride, const float *x, int64_t x_stride,
-                           int64_t k, float *y, int64_t y_stride)
-{
-    __m512 acc[4][4];
-    for (int t = 0; t < 4; t++)
-        for (int r = 0; r < 4; r++)
-            acc[t][r] = _mm512_setzero_ps();
-    for (int64_t j = 0; j < k; j += 16) {
-        __mmask16 mask = tail_mask(k - j);
-        __m512 wv[4];
-        for (int r = 0; r < 4; r++)
-            wv[r] = _mm512_maskz_loadu_ps(mask, w + r * w_stride + j);
-        for (int t = 0; t < 4; t++) {
-            __m512 xv = _mm512_maskz_loadu_ps(mask, x + t * x_stride + j);
-            for (int r = 0; r < 4; r++)
-                acc[t][r] = _mm512_fmadd_ps(wv[r], xv, acc[t][r]);
-        }
-    }
-    for (int t = 0; t < 4; t++)
-        for (int r = 0; r < 4; r++)
-            y[t * y_stride + r] = _mm512_reduce_add_ps(acc[t][r]);
-}
-
 /* TOKENS tokens x 32 rows: 2 * TOKENS accumulators; per step two weight
  * loads and TOKENS broadcasts feed 2 * TOKENS FMAs. */
 #define PANEL_KERNEL(TOKENS)                                                                         \
@@ -149,7 +126,6 @@ const vector_kernels vector_kernels_avx512 = {
     .level = SIMD_AVX512,
     .dot = avx512_dot,
     .axpy = avx512_axpy,
-    .dot_4x4 = avx512_dot_4x4,
     .panel_multiply = avx512_panel_multiply,
     .gated_sigmoid = avx512_gated_sigmoid,
 };
