@@ -9,8 +9,8 @@ version=${LLAMA_CPP_PYTHON_VERSION:-0.3.36}
 cache=${STRATA_CACHE:-$HOME/.cache/strata}
 root="$cache/peer/llama_cpp_python-$version"
 build="$root/build"
-stamp="$build/.strata-built"
-if [ -f "$stamp" ]; then
+targets="llama-bench llama-batched-bench llama-tokenize llama-cli llama-server llama-perplexity"
+if [ -f "$build/.strata-built" ] && [ "$(cat "$build/.strata-built")" = "$targets" ]; then
     echo "$build/bin"
     exit 0
 fi
@@ -21,9 +21,10 @@ if [ ! -f "$root/vendor/llama.cpp/CMakeLists.txt" ]; then
     tar -xzf "$tmp"/llama_cpp_python-"$version".tar.gz -C "$cache/peer"
     rm -rf "$tmp"
 fi
-cmake -S "$root/vendor/llama.cpp" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+[ -f "$build/build.ninja" ] || cmake -S "$root/vendor/llama.cpp" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
     -DLLAMA_BUILD_SERVER=ON -DBUILD_SHARED_LIBS=ON >&2
-cmake --build "$build" --target llama-bench llama-tokenize llama-cli llama-server llama-perplexity -j "$(nproc)" >&2
-touch "$stamp"
+# shellcheck disable=SC2086
+cmake --build "$build" --target $targets -j "$(nproc)" >&2
+echo "$targets" > "$build/.strata-built"
 echo "$build/bin"

@@ -334,8 +334,9 @@ static inline strata_status tiny_model_build(const tiny_model_spec *spec, gguf_w
 /* Writes size bytes to a temporary file, opens it as a model with the given
  * thread count and removes the file again (the mapping keeps the bytes).
  * Only strata_model_open writes *out, so a test can check that it clears it. */
-static inline strata_status tiny_model_open_bytes(const void *bytes, size_t size, int threads,
-                                                  strata_model **out, strata_error *err)
+static inline strata_status tiny_model_open_bytes_with(const void *bytes, size_t size,
+                                                       const strata_model_options *options, strata_model **out,
+                                                       strata_error *err)
 {
     char path[] = "/tmp/strata-tiny-model-XXXXXX";
     int descriptor = mkstemp(path);
@@ -345,19 +346,26 @@ static inline strata_status tiny_model_open_bytes(const void *bytes, size_t size
     }
     bool written = write(descriptor, bytes, size) == (ssize_t)size;
     close(descriptor);
-    strata_model_options options = {.threads = threads};
     strata_status status = STRATA_E_IO;
     if (written)
-        status = strata_model_open(path, &options, out, err);
+        status = strata_model_open(path, options, out, err);
     else
         snprintf(err->message, sizeof err->message, "cannot write %zu bytes to %s", size, path);
     unlink(path);
     return err->status = status;
 }
 
-/* Builds the model a spec describes and opens it with the given thread count. */
-static inline strata_status tiny_model_open(const tiny_model_spec *spec, int threads, strata_model **out,
-                                            strata_error *err)
+/* The same with only a thread count. */
+static inline strata_status tiny_model_open_bytes(const void *bytes, size_t size, int threads, strata_model **out,
+                                                  strata_error *err)
+{
+    strata_model_options options = {.threads = threads};
+    return tiny_model_open_bytes_with(bytes, size, &options, out, err);
+}
+
+/* Builds the model a spec describes and opens it with the given options. */
+static inline strata_status tiny_model_open_with(const tiny_model_spec *spec, const strata_model_options *options,
+                                                 strata_model **out, strata_error *err)
 {
     gguf_writer *writer = NULL;
     uint8_t *bytes = NULL;
@@ -366,10 +374,18 @@ static inline strata_status tiny_model_open(const tiny_model_spec *spec, int thr
     if (status == STRATA_OK)
         status = gguf_writer_write_memory(writer, &bytes, &size, err);
     if (status == STRATA_OK)
-        status = tiny_model_open_bytes(bytes, size, threads, out, err);
+        status = tiny_model_open_bytes_with(bytes, size, options, out, err);
     gguf_writer_destroy(writer);
     free(bytes);
     return status;
+}
+
+/* Builds the model a spec describes and opens it with the given thread count. */
+static inline strata_status tiny_model_open(const tiny_model_spec *spec, int threads, strata_model **out,
+                                            strata_error *err)
+{
+    strata_model_options options = {.threads = threads};
+    return tiny_model_open_with(spec, &options, out, err);
 }
 
 #endif
