@@ -20,9 +20,11 @@
 #include <string.h>
 
 /* Prefill attention works on blocks of ATTENTION_BLOCK_ROWS query rows (the
- * query heads of one KV head times the block's tokens); fewer new tokens than
+ * query heads of one KV head times the block's tokens): packing the block's
+ * visible keys and values into panels costs about as much as multiplying one
+ * 64-row block with them, so rows are many. Fewer new tokens than
  * ATTENTION_BLOCK_MIN_TOKENS (decode) take the per-(token, head) path. */
-enum { ATTENTION_BLOCK_ROWS = 64, ATTENTION_BLOCK_MIN_TOKENS = 4 };
+enum { ATTENTION_BLOCK_ROWS = 256, ATTENTION_BLOCK_MIN_TOKENS = 4 };
 
 typedef struct attention_job {
     compute_context *context;
@@ -54,13 +56,6 @@ static const float *slot_row(const compute_context *context, const attention_arg
 static int64_t slot_position(const attention_args *args, const attention_kv_view *view, int64_t slot)
 {
     return view->positions[slot / args->block_tokens][slot % args->block_tokens];
-}
-
-static bool visible(const attention_args *args, int64_t query_position, int64_t key_position)
-{
-    if (key_position > query_position)
-        return false;
-    return args->window <= 0 || query_position - key_position < args->window;
 }
 
 /* The contiguous range [*first, *last] of slots visible to some query in
@@ -173,27 +168,29 @@ static void attention_token_block(const attention_job *job, int64_t kv_head, int
         pack_slot_panel(job, view, first + s0, count, 0, panel, row_buffer);
         vector->panel_multiply(panel, d, queries, d, rows, scores + s0, width, count);
     }
+    int64_t row_first = 0, row_last = -1; /* the current token's visible slots, relative to `first` */
     for (int64_t row = 0; row < rows; row++) {
         int64_t t = token_begin + row / group;
+        if (row % group == 0) {
+            visible_range(args, view, args->positions[t], args->positions[t], &row_first, &row_last);
+            row_first -= first;
+            row_last -= first;
+        }
         float *s = scores + row * width;
         float max_score = -INFINITY;
-        for (int64_t j = 0; j < width; j++) {
-            if (!visible(args, args->positions[t], slot_position(args, view, first + j))) {
-                s[j] = -INFINITY;
-                continue;
-            }
+        for (int64_t j = row_first; j <= row_last; j++) {
             s[j] *= args->scale;
             max_score = s[j] > max_score ? s[j] : max_score;
         }
         float sum = 0.0f;
-        for (int64_t j = 0; j < width; j++) {
-            s[j] = s[j] == -INFINITY ? 0.0f : expf(s[j] - max_score);
+        for (int64_t j = row_first; j <= row_last; j++) {
+            s[j] = expf(s[j] - max_score);
             sum += s[j];
         }
         float inverse = sum > 0.0f ? 1.0f / sum : 0.0f;
         bool collect = mass != NULL && t >= args->mass_first_token;
         for (int64_t j = 0; j < width; j++) {
-            s[j] *= inverse;
+            s[j] = j >= row_first && j <= row_last ? s[j] * inverse : 0.0f;
             if (collect)
                 mass[kv_head * job->mass_stride + first + j] += s[j];
         }
