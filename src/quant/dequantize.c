@@ -6,9 +6,11 @@
  * (kernels_avx2.c, kernels_avx512.c) must produce bit-identical dequantized
  * floats, computed with the same float operations as here (no fused
  * multiply-add where this file rounds twice), and the same dot product up to
- * summation order. The byte layouts are the structs of kernels_private.h;
- * the comments here say which bits make which element. Also here: the half
- * and bfloat16 conversions. */
+ * summation order. dot_multi, the dot with several vectors, is defined as
+ * that same dot for each vector. The byte layouts are the structs of
+ * kernels_private.h; the comments here say which bits make which element.
+ * Also here: the half and bfloat16 conversions. */
+#include <assert.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -322,16 +324,61 @@ static float dot_blocks(block_dequantizer block_values, size_t block_bytes, int 
     return sum;
 }
 
-/* One row dequantizer and one dot per block type; they differ only in the
- * block they name. */
-#define QUANT_ROW_KERNELS(type, elements)                                                   \
-    static void dequantize_##type(const void *row, float *out, int64_t n)                   \
-    {                                                                                       \
-        dequantize_blocks(type##_block_values, sizeof(type##_block), elements, row, out, n); \
-    }                                                                                       \
-    static float dot_##type(const void *row, const float *x, int64_t n)                     \
-    {                                                                                       \
-        return dot_blocks(type##_block_values, sizeof(type##_block), elements, row, x, n);  \
+/* ---- dot_multi: a row with several vectors -------------------------------
+ *
+ * The row is dequantized a chunk at a time (one block, or 256 values of a
+ * plain type) and each vector's sum adds value times x in element order, as
+ * dot does: out[t] is exactly dot(row, x + t * x_stride, n). */
+
+#define PLAIN_CHUNK_ELEMENTS QUANT_SUPER_BLOCK_ELEMENTS
+
+static void dot_multi_chunks(quant_dequantize_fn dequantize, size_t chunk_bytes, int64_t chunk_elements,
+                             const void *row, const float *x, int64_t x_stride, int count, int64_t n, float *out)
+{
+    assert(count >= 1 && count <= QUANT_DOT_MULTI_MAX);
+    float values[QUANT_SUPER_BLOCK_ELEMENTS];
+    float sums[QUANT_DOT_MULTI_MAX] = {0};
+    const uint8_t *chunk = row;
+    for (int64_t start = 0; start < n; start += chunk_elements, chunk += chunk_bytes) {
+        int64_t length = n - start < chunk_elements ? n - start : chunk_elements;
+        dequantize(chunk, values, length);
+        for (int t = 0; t < count; t++) {
+            const float *vector = x + t * x_stride + start;
+            for (int64_t i = 0; i < length; i++)
+                sums[t] += values[i] * vector[i];
+        }
+    }
+    for (int t = 0; t < count; t++)
+        out[t] = sums[t];
+}
+
+#define PLAIN_DOT_MULTI(type, value_bytes)                                                                \
+    static void dot_multi_##type(const void *row, const float *x, int64_t x_stride, int count, int64_t n, \
+                                 float *out)                                                              \
+    {                                                                                                     \
+        dot_multi_chunks(dequantize_##type, PLAIN_CHUNK_ELEMENTS * (value_bytes), PLAIN_CHUNK_ELEMENTS,   \
+                         row, x, x_stride, count, n, out);                                                \
+    }
+
+PLAIN_DOT_MULTI(f32, 4)
+PLAIN_DOT_MULTI(f16, 2)
+PLAIN_DOT_MULTI(bf16, 2)
+
+/* The row kernels of each block type: dequantize, dot and dot_multi differ
+ * only in the block they name. */
+#define QUANT_ROW_KERNELS(type, elements)                                                                     \
+    static void dequantize_##type(const void *row, float *out, int64_t n)                                     \
+    {                                                                                                         \
+        dequantize_blocks(type##_block_values, sizeof(type##_block), elements, row, out, n);                  \
+    }                                                                                                         \
+    static float dot_##type(const void *row, const float *x, int64_t n)                                       \
+    {                                                                                                         \
+        return dot_blocks(type##_block_values, sizeof(type##_block), elements, row, x, n);                    \
+    }                                                                                                         \
+    static void dot_multi_##type(const void *row, const float *x, int64_t x_stride, int count, int64_t n,     \
+                                 float *out)                                                                  \
+    {                                                                                                         \
+        dot_multi_chunks(dequantize_##type, sizeof(type##_block), elements, row, x, x_stride, count, n, out); \
     }
 
 QUANT_ROW_KERNELS(q8_0, QUANT_BLOCK_ELEMENTS)

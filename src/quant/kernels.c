@@ -35,6 +35,8 @@ static void merge_kernel_tables(void)
                 merged->dequantize[type] = scalar->dequantize[type];
             if (merged->dot[type] == NULL)
                 merged->dot[type] = scalar->dot[type];
+            if (merged->dot_multi[type] == NULL)
+                merged->dot_multi[type] = scalar->dot_multi[type];
         }
     }
     kernels_selected = &kernels_merged[cpu_simd_level_selected()];

@@ -125,37 +125,31 @@ static inline void quant_k_sub_block_scales(float d, float dmin, const uint8_t p
     }
 }
 
+/* One kernel of every computable type, by name: <kind>_<type>. */
+#define QUANT_KERNELS_BY_TYPE(kind)  \
+    {                                \
+        [TENSOR_F32] = kind##_f32,   \
+        [TENSOR_F16] = kind##_f16,   \
+        [TENSOR_BF16] = kind##_bf16, \
+        [TENSOR_Q8_0] = kind##_q8_0, \
+        [TENSOR_Q4_0] = kind##_q4_0, \
+        [TENSOR_Q4_1] = kind##_q4_1, \
+        [TENSOR_Q5_0] = kind##_q5_0, \
+        [TENSOR_Q5_1] = kind##_q5_1, \
+        [TENSOR_Q4_K] = kind##_q4_k, \
+        [TENSOR_Q5_K] = kind##_q5_k, \
+        [TENSOR_Q6_K] = kind##_q6_k, \
+    }
+
 /* A level's kernel table, for a file that implements every computable type
- * with static functions named dequantize_<type> and dot_<type>. */
-#define QUANT_KERNEL_TABLE(table_level)           \
-    {                                             \
-        .level = (table_level),                   \
-        .dequantize = {                           \
-            [TENSOR_F32] = dequantize_f32,        \
-            [TENSOR_F16] = dequantize_f16,        \
-            [TENSOR_BF16] = dequantize_bf16,      \
-            [TENSOR_Q8_0] = dequantize_q8_0,      \
-            [TENSOR_Q4_0] = dequantize_q4_0,      \
-            [TENSOR_Q4_1] = dequantize_q4_1,      \
-            [TENSOR_Q5_0] = dequantize_q5_0,      \
-            [TENSOR_Q5_1] = dequantize_q5_1,      \
-            [TENSOR_Q4_K] = dequantize_q4_k,      \
-            [TENSOR_Q5_K] = dequantize_q5_k,      \
-            [TENSOR_Q6_K] = dequantize_q6_k,      \
-        },                                        \
-        .dot = {                                  \
-            [TENSOR_F32] = dot_f32,               \
-            [TENSOR_F16] = dot_f16,               \
-            [TENSOR_BF16] = dot_bf16,             \
-            [TENSOR_Q8_0] = dot_q8_0,             \
-            [TENSOR_Q4_0] = dot_q4_0,             \
-            [TENSOR_Q4_1] = dot_q4_1,             \
-            [TENSOR_Q5_0] = dot_q5_0,             \
-            [TENSOR_Q5_1] = dot_q5_1,             \
-            [TENSOR_Q4_K] = dot_q4_k,             \
-            [TENSOR_Q5_K] = dot_q5_k,             \
-            [TENSOR_Q6_K] = dot_q6_k,             \
-        },                                        \
+ * with static functions named dequantize_<type>, dot_<type> and
+ * dot_multi_<type>. */
+#define QUANT_KERNEL_TABLE(table_level)                  \
+    {                                                    \
+        .level = (table_level),                          \
+        .dequantize = QUANT_KERNELS_BY_TYPE(dequantize), \
+        .dot = QUANT_KERNELS_BY_TYPE(dot),               \
+        .dot_multi = QUANT_KERNELS_BY_TYPE(dot_multi),   \
     }
 
 /* The kernels each level implements itself (NULL where it does not). */

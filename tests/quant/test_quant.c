@@ -9,8 +9,11 @@
  * instructions. Every SIMD level this CPU supports is compared with the
  * scalar kernels on random rows (plus zero scales, subnormal scales and
  * maximum-magnitude quants): dequantize bit for bit, dot within the rounding
- * error of a different summation order. The random cases print their seed;
- * `test_quant SEED` replays a run. */
+ * error of a different summation order. dot_multi, at every level, is
+ * checked against dot of the same level for each of its vectors (bit for bit
+ * where the order of additions is the same) and against the scalar
+ * dot_multi. The random cases print their seed; `test_quant SEED` replays a
+ * run. */
 #include <inttypes.h>
 #include <math.h>
 #include <stdbool.h>
@@ -97,6 +100,8 @@ static void every_level_up_to_the_supported_one_has_a_complete_table(void)
             CHECK_MESSAGE((kernels->dequantize[type] != NULL) == computable, "%s dequantize %s",
                           level_names[level], tensor_type_name(type));
             CHECK_MESSAGE((kernels->dot[type] != NULL) == computable, "%s dot %s", level_names[level],
+                          tensor_type_name(type));
+            CHECK_MESSAGE((kernels->dot_multi[type] != NULL) == computable, "%s dot_multi %s", level_names[level],
                           tensor_type_name(type));
         }
     }
@@ -546,6 +551,38 @@ static void compare_with_scalar(const quant_kernels *simd, tensor_type type, int
     free(x);
 }
 
+/* A check of one level's kernels on one random row. */
+typedef void (*random_row_check)(const quant_kernels *kernels, tensor_type type, int64_t n, row_kind kind);
+
+/* Runs `check` for every level from first_level up to the supported one,
+ * every computable type, every row kind, and every length: plain_lengths
+ * values for a plain type, block_counts blocks for a block type. */
+static void check_random_rows(int first_level, const int64_t *plain_lengths, size_t plain_length_count,
+                              const int64_t *block_counts, size_t block_count_count, random_row_check check)
+{
+    for (int level = first_level; level <= (int)cpu_simd_level_supported(); level++) {
+        const quant_kernels *kernels = quant_kernels_for_level((simd_level)level);
+        for (uint32_t type = 0; type < TENSOR_TYPE_LIMIT; type++) {
+            const tensor_type_info *info = tensor_type_lookup(type);
+            if (info == NULL || !info->computable)
+                continue;
+            bool plain = info->block_elements == 1;
+            size_t length_count = plain ? plain_length_count : block_count_count;
+            for (size_t l = 0; l < length_count; l++) {
+                int64_t n = plain ? plain_lengths[l] : block_counts[l] * info->block_elements;
+                for (int kind = 0; kind < ROW_KIND_COUNT; kind++)
+                    check(kernels, (tensor_type)type, n, (row_kind)kind);
+            }
+        }
+    }
+}
+
+static void compare_three_rows_with_scalar(const quant_kernels *simd, tensor_type type, int64_t n, row_kind kind)
+{
+    for (int repeat = 0; repeat < 3; repeat++)
+        compare_with_scalar(simd, type, n, kind);
+}
+
 static void simd_kernels_match_scalar_on_random_rows(void)
 {
     /* Plain types: lengths around and between vector widths (8 and 16). */
@@ -553,23 +590,8 @@ static void simd_kernels_match_scalar_on_random_rows(void)
     /* Block types: a number of blocks, and 20 blocks = a 640-value row of a
      * block-32 type. */
     static const int64_t block_counts[] = {1, 2, 3, 7, 8, 20};
-    for (int level = SIMD_AVX2; level <= (int)cpu_simd_level_supported(); level++) {
-        const quant_kernels *simd = quant_kernels_for_level((simd_level)level);
-        for (uint32_t type = 0; type < TENSOR_TYPE_LIMIT; type++) {
-            const tensor_type_info *info = tensor_type_lookup(type);
-            if (info == NULL || !info->computable)
-                continue;
-            bool plain = info->block_elements == 1;
-            size_t length_count = plain ? sizeof plain_lengths / sizeof plain_lengths[0]
-                                        : sizeof block_counts / sizeof block_counts[0];
-            for (size_t l = 0; l < length_count; l++) {
-                int64_t n = plain ? plain_lengths[l] : block_counts[l] * info->block_elements;
-                for (int kind = 0; kind < ROW_KIND_COUNT; kind++)
-                    for (int repeat = 0; repeat < 3; repeat++)
-                        compare_with_scalar(simd, (tensor_type)type, n, (row_kind)kind);
-            }
-        }
-    }
+    check_random_rows(SIMD_AVX2, plain_lengths, sizeof plain_lengths / sizeof plain_lengths[0], block_counts,
+                      sizeof block_counts / sizeof block_counts[0], compare_three_rows_with_scalar);
 }
 
 /* Every 16-bit pattern, infinities and NaNs included, as one F16 row and one
@@ -593,6 +615,97 @@ static void simd_converts_every_half_and_bfloat16_like_scalar(void)
     free(row);
     free(expected);
     free(got);
+}
+
+/* ---- dot_multi: several vectors, one decoding --------------------------- */
+
+/* `count` vectors of n random activations, x_stride (> n) floats apart, in a
+ * buffer that ends with the last vector's last element, so ASan sees a read
+ * past it. The padding between vectors is NaN: a kernel that reads it gives
+ * NaN, which no check accepts. */
+static float *random_vectors(int count, int64_t n, int64_t x_stride)
+{
+    size_t total = (size_t)((count - 1) * x_stride + n);
+    float *x = malloc(total * sizeof(float));
+    for (size_t i = 0; i < total; i++)
+        x[i] = NAN;
+    for (int t = 0; t < count; t++)
+        for (int64_t i = 0; i < n; i++)
+            x[t * x_stride + i] = random_signed_unit();
+    return x;
+}
+
+/* The scalar dot_multi adds in the order of the scalar dot, and any level's
+ * dot_multi with one vector is that level's dot: both are checked bit for
+ * bit. A SIMD dot_multi with more vectors adds each vector's products in
+ * another order than the SIMD dot (over fewer running sums, and with more
+ * vectors a block of 32 may be scaled before rather than after its sum), so
+ * it is checked as the SIMD dot is: within simd_dot_error_bound of the exact
+ * sum, hence within twice that of the SIMD dot, and within the
+ * SIMD-vs-scalar bound of the scalar dot_multi. */
+static void check_dot_multi(const quant_kernels *kernels, tensor_type type, int64_t n, row_kind kind, int count)
+{
+    const quant_kernels *scalar = quant_kernels_for_level(SIMD_SCALAR);
+    const char *level = level_names[kernels->level], *name = tensor_type_name(type);
+    size_t bytes = (size_t)tensor_row_bytes(type, (uint64_t)n);
+    int64_t x_stride = n + 1 + random_below(16);
+    uint8_t *row_storage = malloc(bytes + 1), *row = row_storage + 1; /* odd address, as in a file */
+    float *values = malloc((size_t)n * sizeof(float));
+    float *got = malloc((size_t)count * sizeof(float)), *scalar_got = malloc((size_t)count * sizeof(float));
+    fill_row(type, row, n, kind);
+    float *x = random_vectors(count, n, x_stride);
+    scalar->dequantize[type](row, values, n);
+    kernels->dot_multi[type](row, x, x_stride, count, n, got);
+    scalar->dot_multi[type](row, x, x_stride, count, n, scalar_got);
+
+    bool same_order = kernels->level == SIMD_SCALAR || count == 1;
+    for (int t = 0; t < count; t++) {
+        const float *vector = x + t * x_stride;
+        double exact = 0, magnitude = 0;
+        for (int64_t i = 0; i < n; i++) {
+            exact += (double)values[i] * (double)vector[i];
+            magnitude += fabs((double)values[i] * (double)vector[i]);
+        }
+        float dot = kernels->dot[type](row, vector, n);
+        double simd_bound = simd_dot_error_bound(n, magnitude);
+        double scalar_bound = scalar_dot_error_bound(n, magnitude);
+        if (same_order) {
+            CHECK_MESSAGE(float_bits(got[t]) == float_bits(dot),
+                          "%s dot_multi %s, n %" PRId64 ", %s rows, vector %d of %d: %a, dot %a (seed %" PRIu64 ")",
+                          level, name, n, row_kind_names[kind], t, count, (double)got[t], (double)dot, seed);
+        } else {
+            CHECK_MESSAGE(fabs(got[t] - exact) <= simd_bound && fabs(got[t] - dot) <= 2 * simd_bound,
+                          "%s dot_multi %s, n %" PRId64 ", %s rows, vector %d of %d: %.9g, dot %.9g, exact %.9g,"
+                          " bound %.3g (seed %" PRIu64 ")",
+                          level, name, n, row_kind_names[kind], t, count, (double)got[t], (double)dot, exact,
+                          simd_bound, seed);
+        }
+        CHECK_MESSAGE(fabs(got[t] - scalar_got[t]) <= scalar_bound + simd_bound,
+                      "%s dot_multi %s, n %" PRId64 ", %s rows, vector %d of %d: %.9g, scalar %.9g (seed %" PRIu64
+                      ")",
+                      level, name, n, row_kind_names[kind], t, count, (double)got[t], (double)scalar_got[t], seed);
+    }
+    free(row_storage);
+    free(values);
+    free(got);
+    free(scalar_got);
+    free(x);
+}
+
+static void check_dot_multi_with_every_count(const quant_kernels *kernels, tensor_type type, int64_t n, row_kind kind)
+{
+    for (int count = 1; count <= QUANT_DOT_MULTI_MAX; count++)
+        check_dot_multi(kernels, type, n, kind, count);
+}
+
+static void dot_multi_gives_each_vector_what_dot_gives(void)
+{
+    /* Plain types: a few values, then lengths around the vector widths and
+     * the four-vector steps (32 and 64 values), with and without a tail. */
+    static const int64_t plain_lengths[] = {1, 2, 3, 7, 17, 33, 64, 100, 129};
+    static const int64_t block_counts[] = {1, 2, 3, 7};
+    check_random_rows(SIMD_SCALAR, plain_lengths, sizeof plain_lengths / sizeof plain_lengths[0], block_counts,
+                      sizeof block_counts / sizeof block_counts[0], check_dot_multi_with_every_count);
 }
 
 int main(int argc, char **argv)
@@ -619,5 +732,6 @@ int main(int argc, char **argv)
     RUN_CASE(scalar_dequantize_gives_the_documented_values_of_a_hand_packed_block);
     RUN_CASE(simd_kernels_match_scalar_on_random_rows);
     RUN_CASE(simd_converts_every_half_and_bfloat16_like_scalar);
+    RUN_CASE(dot_multi_gives_each_vector_what_dot_gives);
     TEST_EXIT();
 }

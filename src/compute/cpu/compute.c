@@ -100,10 +100,32 @@ static void matmul_rows_direct(const matmul_job *job, int64_t row_begin, int64_t
 {
     const weight_matrix *w = job->w;
     quant_dot_fn dot = job->context->quant->dot[w->type];
-    for (int64_t r = row_begin; r < row_end; r++) {
-        const uint8_t *row = (const uint8_t *)w->data + (uint64_t)r * w->row_bytes;
-        for (int64_t t = 0; t < job->tokens; t++)
-            job->y[t * w->rows + r] = dot(row, job->x + t * w->cols, w->cols);
+    quant_dot_multi_fn dot_multi = job->context->quant->dot_multi[w->type];
+    if (job->tokens == 1 || dot_multi == NULL) {
+        for (int64_t r = row_begin; r < row_end; r++) {
+            const uint8_t *row = (const uint8_t *)w->data + (uint64_t)r * w->row_bytes;
+            for (int64_t t = 0; t < job->tokens; t++)
+                job->y[t * w->rows + r] = dot(row, job->x + t * w->cols, w->cols);
+        }
+        return;
+    }
+    /* Several tokens (batched decode): each block of a row is decoded once
+     * for up to QUANT_DOT_MULTI_MAX of them. Rows go in tiles so that one
+     * group of activation vectors stays in L1 while a tile's rows (in L2)
+     * pass by; the next group then reads the same rows again from L2. */
+    enum { ROW_TILE = 32 };
+    float sums[QUANT_DOT_MULTI_MAX];
+    for (int64_t tile = row_begin; tile < row_end; tile += ROW_TILE) {
+        int64_t tile_end = tile + ROW_TILE < row_end ? tile + ROW_TILE : row_end;
+        for (int64_t t0 = 0; t0 < job->tokens; t0 += QUANT_DOT_MULTI_MAX) {
+            int count = (int)(job->tokens - t0 < QUANT_DOT_MULTI_MAX ? job->tokens - t0 : QUANT_DOT_MULTI_MAX);
+            for (int64_t r = tile; r < tile_end; r++) {
+                const uint8_t *row = (const uint8_t *)w->data + (uint64_t)r * w->row_bytes;
+                dot_multi(row, job->x + t0 * w->cols, w->cols, count, w->cols, sums);
+                for (int t = 0; t < count; t++)
+                    job->y[(t0 + t) * w->rows + r] = sums[t];
+            }
+        }
     }
 }
 
