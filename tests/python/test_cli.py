@@ -85,3 +85,14 @@ def test_a_kv_pool_too_small_for_the_prompt_is_a_clean_error():
     result = run("generate", "-m", str(MODEL), "-p", prompt, "-n", "4", "--kv-mem", "1M", check=False)
     assert result.returncode == 1
     assert "KV" in result.stderr or "block" in result.stderr
+
+
+def test_bench_json_has_the_documented_fields():
+    import json
+
+    result = run("bench", "-m", str(MODEL), "-t", "2", "-p", "16", "-n", "4", "-r", "1", "--json")
+    record = json.loads(result.stdout)
+    for field in ("model", "threads", "n_prompt", "n_gen", "prefill_tok_s", "decode_tok_s"):
+        assert field in record, field
+    assert record["n_prompt"] == 16 and record["n_gen"] == 4 and record["threads"] == 2
+    assert record["prefill_tok_s"] > 0 and record["decode_tok_s"] > 0

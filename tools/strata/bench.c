@@ -34,6 +34,21 @@ static double median(double *values, int count)
     return count % 2 == 1 ? values[count / 2] : 0.5 * (values[count / 2 - 1] + values[count / 2]);
 }
 
+/* Writes text as a JSON string literal (quotes, backslashes and control characters escaped). */
+static void print_json_string(FILE *stream, const char *text)
+{
+    fputc('"', stream);
+    for (const unsigned char *c = (const unsigned char *)text; *c != '\0'; c++) {
+        if (*c == '"' || *c == '\\')
+            fprintf(stream, "\\%c", *c);
+        else if (*c < 0x20)
+            fprintf(stream, "\\u%04x", *c);
+        else
+            fputc(*c, stream);
+    }
+    fputc('"', stream);
+}
+
 static void print_help(FILE *stream)
 {
     fprintf(stream,
@@ -138,11 +153,13 @@ int command_bench(int argc, char **argv)
     }
     int used_threads = strata_model_threads(model);
     if (json) {
-        printf("{\"engine\": \"strata\", \"model\": \"%s\", \"model_path\": \"%s\", \"threads\": %d, "
-               "\"n_prompt\": %lld, \"n_gen\": %lld, \"repetitions\": %lld, "
+        printf("{\"engine\": \"strata\", \"model\": ");
+        print_json_string(stdout, strata_model_name(model));
+        printf(", \"model_path\": ");
+        print_json_string(stdout, model_path);
+        printf(", \"threads\": %d, \"n_prompt\": %lld, \"n_gen\": %lld, \"repetitions\": %lld, "
                "\"prefill_tok_s\": %.2f, \"decode_tok_s\": %.2f}\n",
-               strata_model_name(model), model_path, used_threads, n_prompt, n_gen, repetitions,
-               prefill_tok_s, decode_tok_s);
+               used_threads, n_prompt, n_gen, repetitions, prefill_tok_s, decode_tok_s);
     } else {
         printf("model: %s (%s)\nthreads: %d\n", strata_model_name(model), model_path, used_threads);
         if (n_prompt > 0)
