@@ -7,10 +7,13 @@
  * as it was; rewind checks every sliding-window table before it drops a
  * slot. What follows the checks cannot fail.
  *
- * Besides the public tables, a sequence remembers per table how many leading
- * slots it no longer holds (dropped by a sliding window, or never attached
- * by the prefix cache): rewinding is only safe while the window the next
- * token needs is still there. The table arrays grow by doubling, so appends
+ * Besides the public tables, a sequence remembers per table the position
+ * below which a sliding window released its slots (or the prefix cache never
+ * attached them): rewinding is only safe while the window the next token
+ * needs is still there. It is a position, not a slot count, because
+ * kv_seq_keep removes slots anywhere, after which slot i no longer holds
+ * position first + i; slots a keep removed are the policy's choice and do not
+ * count against a rewind. The table arrays grow by doubling, so appends
  * allocate only when a table outgrows every size it had before. */
 #include "kv/seq.h"
 
@@ -30,7 +33,7 @@ struct kv_seq {
     int32_t block_tokens;
     int64_t length;            /* tokens appended; the next token's position */
     kv_block_table *tables;    /* [layer * kv_head_count + kv_head] */
-    int64_t *dropped_slots;    /* per table: leading slots released or never attached */
+    int64_t *window_floor;     /* per table: positions below it were released by a window or never attached */
 };
 
 static int64_t table_count(const kv_seq *seq)
@@ -113,8 +116,8 @@ strata_status kv_seq_create(kv_pool *pool, kv_seq **out, strata_error *err)
                     .kv_head_count = config->kv_head_count,
                     .block_tokens = config->block_tokens};
     seq->tables = calloc((size_t)table_count(seq), sizeof *seq->tables);
-    seq->dropped_slots = calloc((size_t)table_count(seq), sizeof *seq->dropped_slots);
-    if (seq->tables == NULL || seq->dropped_slots == NULL) {
+    seq->window_floor = calloc((size_t)table_count(seq), sizeof *seq->window_floor);
+    if (seq->tables == NULL || seq->window_floor == NULL) {
         kv_seq_destroy(seq);
         return strata_fail(err, STRATA_E_OUT_OF_MEMORY, "cannot allocate the %" PRId64 " block tables of a KV sequence",
                            table_count(seq));
@@ -132,7 +135,7 @@ void kv_seq_destroy(kv_seq *seq)
         free(seq->tables[i].blocks);
     }
     free(seq->tables);
-    free(seq->dropped_slots);
+    free(seq->window_floor);
     free(seq);
 }
 
@@ -157,7 +160,7 @@ strata_status kv_seq_fork(const kv_seq *parent, kv_seq **out, strata_error *err)
             to->blocks[b] = from->blocks[b];
             kv_pool_retain(parent->pool, to->blocks[b]);
         }
-        child->dropped_slots[i] = parent->dropped_slots[i];
+        child->window_floor[i] = parent->window_floor[i];
     }
     child->length = parent->length;
     *out = child;
@@ -278,22 +281,13 @@ static strata_status check_rewind_window(kv_seq *seq, int64_t position, const in
         if (window <= 0 || first_needed >= position)
             continue;
         for (int32_t head = 0; head < seq->kv_head_count; head++) {
-            const kv_block_table *table = table_at(seq, layer, head);
-            if (seq->dropped_slots[(int64_t)layer * seq->kv_head_count + head] == 0)
-                continue;
-            if (table->slot_count == 0)
+            int64_t floor = seq->window_floor[(int64_t)layer * seq->kv_head_count + head];
+            if (first_needed < floor)
                 return strata_fail(err, STRATA_E_INVALID_ARGUMENT,
                                    "cannot rewind to position %" PRId64 ": layer %" PRId32 " (sliding window %" PRId64
-                                   ") KV head %" PRId32 " dropped all its slots, the window needs positions %" PRId64
-                                   " .. %" PRId64,
-                                   position, layer, window, head, first_needed, position - 1);
-            int32_t first_kept = slot_position(seq, table, 0);
-            if (first_kept > first_needed)
-                return strata_fail(err, STRATA_E_INVALID_ARGUMENT,
-                                   "cannot rewind to position %" PRId64 ": layer %" PRId32 " (sliding window %" PRId64
-                                   ") KV head %" PRId32 " dropped the slots before position %" PRId32
+                                   ") KV head %" PRId32 " dropped the slots before position %" PRId64
                                    ", the window needs positions %" PRId64 " .. %" PRId64,
-                                   position, layer, window, head, first_kept, first_needed, position - 1);
+                                   position, layer, window, head, floor, first_needed, position - 1);
         }
     }
     return STRATA_OK;
@@ -313,6 +307,9 @@ strata_status kv_seq_rewind(kv_seq *seq, int64_t position, const int64_t *window
         while (table->slot_count > 0 && slot_position(seq, table, table->slot_count - 1) >= position)
             table->slot_count--;
         table_release_from(seq, table, filled_blocks(seq, table));
+        /* Every position below the rewind point that the table lacks is gone for good. */
+        if (seq->window_floor[i] > position)
+            seq->window_floor[i] = position;
     }
     seq->length = position;
     return STRATA_OK;
@@ -337,14 +334,117 @@ void kv_seq_drop_before(kv_seq *seq, int32_t layer, int64_t min_position)
         int64_t full_blocks = table->slot_count / seq->block_tokens;
         int32_t dropped = 0;
         while (dropped < full_blocks && block_before(seq, table->blocks[dropped], min_position))
-            kv_pool_release(seq->pool, table->blocks[dropped++]);
+            dropped++;
         if (dropped == 0)
             continue;
+        /* Slots are in increasing position order, so the last dropped slot bounds them all. */
+        int64_t last = kv_block_positions_const(seq->pool, table->blocks[dropped - 1])[seq->block_tokens - 1];
+        int64_t *floor = &seq->window_floor[(int64_t)layer * seq->kv_head_count + head];
+        if (*floor < last + 1)
+            *floor = last + 1;
+        for (int32_t b = 0; b < dropped; b++)
+            kv_pool_release(seq->pool, table->blocks[b]);
         memmove(table->blocks, table->blocks + dropped, (size_t)(table->block_count - dropped) * sizeof *table->blocks);
         table->block_count -= dropped;
         table->slot_count -= (int64_t)dropped * seq->block_tokens;
-        seq->dropped_slots[(int64_t)layer * seq->kv_head_count + head] += (int64_t)dropped * seq->block_tokens;
     }
+}
+
+/* Copies slot `from_slot` of block `from` over slot `to_slot` of block `to`:
+ * key, value, position and score. The slots may be the same block's. */
+static void copy_slot(kv_seq *seq, kv_block_id from, int64_t from_slot, kv_block_id to, int64_t to_slot)
+{
+    if (from == to && from_slot == to_slot)
+        return;
+    const kv_pool_config *config = kv_pool_configuration(seq->pool);
+    size_t key_bytes = (size_t)config->key_length * kv_storage_bytes(config->storage);
+    size_t value_bytes = (size_t)config->value_length * kv_storage_bytes(config->storage);
+    memmove((char *)kv_block_keys(seq->pool, to) + (size_t)to_slot * key_bytes,
+            (const char *)kv_block_keys_const(seq->pool, from) + (size_t)from_slot * key_bytes, key_bytes);
+    memmove((char *)kv_block_values(seq->pool, to) + (size_t)to_slot * value_bytes,
+            (const char *)kv_block_values_const(seq->pool, from) + (size_t)from_slot * value_bytes, value_bytes);
+    kv_block_positions(seq->pool, to)[to_slot] = kv_block_positions_const(seq->pool, from)[from_slot];
+    kv_block_scores(seq->pool, to)[to_slot] = kv_block_scores(seq->pool, from)[from_slot];
+}
+
+strata_status kv_seq_keep(kv_seq *seq, int32_t layer, int32_t kv_head, const int64_t *keep, int64_t count,
+                          strata_error *err)
+{
+    if (layer < 0 || layer >= seq->layer_count || kv_head < 0 || kv_head >= seq->kv_head_count)
+        return strata_fail(err, STRATA_E_INVALID_ARGUMENT,
+                           "cannot compact KV table of layer %" PRId32 " KV head %" PRId32 ": the sequence has %" PRId32
+                           " layers of %" PRId32 " KV heads",
+                           layer, kv_head, seq->layer_count, seq->kv_head_count);
+    kv_block_table *table = table_at(seq, layer, kv_head);
+    int64_t slots = table->slot_count;
+    if (count < 0 || count > slots || (count > 0 && keep == NULL))
+        return strata_fail(err, STRATA_E_INVALID_ARGUMENT,
+                           "cannot keep %" PRId64 " slots of layer %" PRId32 " KV head %" PRId32
+                           ", which holds %" PRId64 " slots",
+                           count, layer, kv_head, slots);
+    for (int64_t j = 0; j < count; j++)
+        if (keep[j] < 0 || keep[j] >= slots || (j > 0 && keep[j] <= keep[j - 1]))
+            return strata_fail(err, STRATA_E_INVALID_ARGUMENT,
+                               "cannot keep slot %" PRId64 " (entry %" PRId64 ") of layer %" PRId32 " KV head %" PRId32
+                               ": slots to keep are increasing and below the table's %" PRId64 " slots",
+                               keep[j], j, layer, kv_head, slots);
+    if (count == slots)
+        return STRATA_OK; /* increasing and in range: keep[j] == j for every j */
+
+    const int32_t block_tokens = seq->block_tokens;
+    /* keep[j] >= j, so every slot from the first that moves on moves too:
+     * destination slots [first_moved, count) are written, those before stay. */
+    int64_t first_moved = 0;
+    while (first_moved < count && keep[first_moved] == first_moved)
+        first_moved++;
+    int32_t old_blocks = filled_blocks(seq, table);
+    int32_t new_blocks = (int32_t)((count + block_tokens - 1) / block_tokens);
+    int32_t reserved = table->block_count - old_blocks;
+    int32_t first_written = first_moved < count ? (int32_t)(first_moved / block_tokens) : new_blocks;
+    /* A written destination block someone else also holds is replaced by a
+     * fresh copy. (A shared block left unwritten as a partially filled last
+     * block is copied by the next kv_seq_reserve, as after a rewind.) */
+    int64_t needed = 0;
+    for (int32_t d = first_written; d < new_blocks; d++)
+        needed += kv_pool_refcount(seq->pool, table->blocks[d]) >= 2;
+    int64_t free_blocks = kv_pool_free_blocks(seq->pool);
+    if (needed > free_blocks)
+        return strata_fail(err, STRATA_E_KV_FULL,
+                           "KV pool is full: keeping %" PRId64 " of %" PRId64 " slots of layer %" PRId32
+                           " KV head %" PRId32 " copies %" PRId64 " shared blocks, %" PRId64 " of %" PRId64
+                           " blocks are free",
+                           count, slots, layer, kv_head, needed, free_blocks, kv_pool_capacity(seq->pool));
+
+    /* From here on nothing can fail. Destination block d only reads source
+     * slots keep[j] >= j >= d * block_tokens, which live in old blocks >= d:
+     * moving slots forward in increasing order never overwrites a slot still
+     * to be read, and an old block replaced by a copy is no longer a source. */
+    for (int32_t d = first_written; d < new_blocks; d++) {
+        int64_t begin = (int64_t)d * block_tokens;
+        int64_t end = begin + block_tokens < count ? begin + block_tokens : count;
+        kv_block_id old = table->blocks[d], to = old;
+        if (kv_pool_refcount(seq->pool, old) >= 2) {
+            strata_status status = kv_pool_alloc(seq->pool, layer, kv_head, &to, err);
+            assert(status == STRATA_OK);
+            (void)status;
+            int64_t unmoved = (first_moved < end ? first_moved : end) - begin;
+            if (unmoved > 0)
+                kv_pool_copy_slots(seq->pool, old, to, (int32_t)unmoved);
+        }
+        for (int64_t j = first_moved > begin ? first_moved : begin; j < end; j++)
+            copy_slot(seq, table->blocks[keep[j] / block_tokens], keep[j] % block_tokens, to, j % block_tokens);
+        if (to != old) {
+            kv_pool_release(seq->pool, old);
+            table->blocks[d] = to;
+        }
+    }
+    for (int32_t b = new_blocks; b < old_blocks; b++)
+        kv_pool_release(seq->pool, table->blocks[b]);
+    /* Reserved, still empty blocks stay reserved, after the kept ones. */
+    memmove(table->blocks + new_blocks, table->blocks + old_blocks, (size_t)reserved * sizeof *table->blocks);
+    table->block_count = new_blocks + reserved;
+    table->slot_count = count;
+    return STRATA_OK;
 }
 
 strata_status kv_seq_attach(kv_seq *seq, const kv_block_id *const *blocks, const int32_t *counts, int64_t tokens,
@@ -384,7 +484,9 @@ strata_status kv_seq_attach(kv_seq *seq, const kv_block_id *const *blocks, const
         }
         table->block_count += counts[i];
         table->slot_count = (int64_t)counts[i] * seq->block_tokens;
-        seq->dropped_slots[i] = tokens - table->slot_count;
+        /* As before, an empty table has lost every position before `tokens`; a
+         * nonempty one counts as holding everything from its first slot on. */
+        seq->window_floor[i] = table->slot_count == 0 ? tokens : slot_position(seq, table, 0);
     }
     seq->length = tokens;
     return STRATA_OK;

@@ -7,7 +7,9 @@
  * position, so a table need not start at position 0 (sliding-window layers
  * drop whole leading blocks as the window moves) and tables of different
  * layers and heads may have different lengths (that is how compression
- * policies will return real memory).
+ * policies return real memory: kv_seq_keep compacts a table to chosen slots,
+ * so slot index and position need not correspond; positions only increase
+ * along a table).
  *
  * Writing happens in two steps so a full pool never leaves a sequence half
  * written: kv_seq_reserve(seq, n) makes room for n more slots in every table
@@ -68,6 +70,21 @@ strata_status kv_seq_rewind(kv_seq *seq, int64_t position, const int64_t *window
 /* Releases the leading blocks of one layer's tables whose every slot has a
  * position below min_position (a sliding window moved past them). */
 void kv_seq_drop_before(kv_seq *seq, int32_t layer, int64_t min_position);
+
+/* Keeps only the slots keep[0..count) (increasing slot indices) of the table of
+ * (layer, kv_head), in order, packed into the first blocks; the blocks left
+ * empty return to the pool. Slots keep their recorded positions and scores.
+ * The length does not change (the next token still gets position length).
+ * Reserved, still empty blocks after the last slot stay reserved, but free
+ * slots of the old last block are not kept as room: call it between steps
+ * (after kv_seq_advance), not between kv_seq_reserve and kv_seq_write.
+ * Blocks shared with other sequences or the prefix cache are never written:
+ * each one that would be is replaced by a fresh copy; STRATA_E_KV_FULL (and
+ * no change) when the pool lacks the blocks for that, and
+ * STRATA_E_INVALID_ARGUMENT (and no change) for a bad keep list. Slots
+ * removed here do not count against kv_seq_rewind's window check. */
+strata_status kv_seq_keep(kv_seq *seq, int32_t layer, int32_t kv_head, const int64_t *keep, int64_t count,
+                          strata_error *err);
 
 /* Replaces the sequence's (empty) tables' beginnings with shared blocks: for
  * each (layer, head), blocks[layer * kv_heads + head] is an array of

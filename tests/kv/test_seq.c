@@ -7,7 +7,9 @@
  * into what a sliding window already dropped; drop_before frees exactly
  * the blocks wholly before a position; a reservation the pool cannot serve
  * fails with STRATA_E_KV_FULL and changes no sequence; attach shares cached
- * blocks. A randomized test then runs thousands of interleaved operations
+ * blocks; keep compacts one table to chosen slots, copying only the shared
+ * blocks it writes, and later writes, rewinds and forks follow positions,
+ * not slot indices. A randomized test then runs thousands of interleaved operations
  * on up to a dozen sequences over a pool small enough to fill often, and
  * after every one compares each sequence with a plain shadow model and each
  * block's refcount with the references counted from the tables. It prints
@@ -162,7 +164,8 @@ static unsigned char *snapshot(const kv_seq *seq, size_t *size)
             const kv_block_table *table = kv_seq_table(seq, layer, head);
             SNAPSHOT_PUT(&table->slot_count, sizeof table->slot_count);
             SNAPSHOT_PUT(&table->block_count, sizeof table->block_count);
-            SNAPSHOT_PUT(table->blocks, (size_t)table->block_count * sizeof *table->blocks);
+            if (table->block_count > 0) /* a never-grown table has no array */
+                SNAPSHOT_PUT(table->blocks, (size_t)table->block_count * sizeof *table->blocks);
             for (int64_t s = 0; s < table->slot_count; s++) {
                 kv_block_id block = table->blocks[s / SLOTS];
                 int64_t i = s % SLOTS;
@@ -533,6 +536,251 @@ static void attach_shares_cached_blocks(void)
     kv_pool_destroy(pool);
 }
 
+/* Gives every filled slot of (layer, head) a score derived from its position. */
+static void score_slots(kv_seq *seq, int32_t layer, int32_t head)
+{
+    const kv_block_table *table = kv_seq_table(seq, layer, head);
+    kv_pool *pool = kv_seq_pool(seq);
+    for (int64_t s = 0; s < table->slot_count; s++) {
+        kv_block_id block = table->blocks[s / SLOTS];
+        kv_block_scores(pool, block)[s % SLOTS] = 0.5f + (float)kv_block_positions_const(pool, block)[s % SLOTS];
+    }
+}
+
+static float slot_score(const kv_seq *seq, int32_t layer, int32_t head, int64_t slot)
+{
+    const kv_block_table *table = kv_seq_table(seq, layer, head);
+    return kv_block_scores(kv_seq_pool(seq), table->blocks[slot / SLOTS])[slot % SLOTS];
+}
+
+static void keep_ok(kv_seq *seq, int32_t layer, int32_t head, const int64_t *keep, int64_t count)
+{
+    strata_error error = {0};
+    CHECK_MESSAGE(kv_seq_keep(seq, layer, head, keep, count, &error) == STRATA_OK, "%s", error.message);
+}
+
+static void keeping_every_other_slot_packs_the_kept_slots_and_returns_the_emptied_block(void)
+{
+    kv_pool *pool = create_pool(2, 2, 64);
+    kv_seq *seq = create_seq(pool);
+    append_ok(seq, 1, 10); /* per table: blocks of 4, 4 and 2 slots */
+    score_slots(seq, 1, 0);
+    int64_t free_before = kv_pool_free_blocks(pool);
+    static const int64_t keep[] = {0, 2, 4, 6, 8};
+    keep_ok(seq, 1, 0, keep, 5);
+    CHECK(kv_pool_free_blocks(pool) == free_before + 1);
+    const kv_block_table *table = kv_seq_table(seq, 1, 0);
+    CHECK(table->slot_count == 5 && table->block_count == 2);
+    for (int64_t j = 0; j < 5; j++) {
+        CHECK_MESSAGE(slot_holds(seq, 1, 0, j, 1, 2 * j), "slot %" PRId64, j);
+        CHECK(slot_score(seq, 1, 0, j) == 0.5f + (float)(2 * j));
+    }
+    CHECK(kv_seq_length(seq) == 10);
+    CHECK(slots_hold(seq, 0, 0, 10, 1, 0));
+    for (int64_t s = 0; s < 10; s++)
+        CHECK(slot_holds(seq, 1, 1, s, 1, s));
+    pool_is_consistent(pool);
+    kv_seq_destroy(seq);
+    CHECK(kv_pool_free_blocks(pool) == 64);
+    kv_pool_destroy(pool);
+}
+
+static void keeping_nothing_empties_the_table_and_returns_its_blocks(void)
+{
+    kv_pool *pool = create_pool(2, 2, 64);
+    kv_seq *seq = create_seq(pool);
+    append_ok(seq, 1, 10);
+    int64_t free_before = kv_pool_free_blocks(pool);
+    keep_ok(seq, 0, 1, NULL, 0);
+    CHECK(kv_pool_free_blocks(pool) == free_before + 3);
+    CHECK(kv_seq_table(seq, 0, 1)->slot_count == 0 && kv_seq_table(seq, 0, 1)->block_count == 0);
+    CHECK(kv_seq_length(seq) == 10);
+    /* The emptied table fills again from the next position on. */
+    append_ok(seq, 2, 1);
+    CHECK(kv_seq_table(seq, 0, 1)->slot_count == 1 && slot_holds(seq, 0, 1, 0, 2, 10));
+    CHECK(slots_hold(seq, 1, 0, 10, 1, 0) && slots_hold(seq, 1, 10, 1, 2, 10));
+    pool_is_consistent(pool);
+    kv_seq_destroy(seq);
+    kv_pool_destroy(pool);
+}
+
+static void keeping_every_slot_changes_nothing(void)
+{
+    kv_pool *pool = create_pool(2, 2, 64);
+    kv_seq *seq = create_seq(pool);
+    append_ok(seq, 1, 10);
+    size_t size;
+    unsigned char *image = snapshot(seq, &size);
+    int64_t free_before = kv_pool_free_blocks(pool);
+    static const int64_t keep[] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+    keep_ok(seq, 0, 0, keep, 10);
+    CHECK(same_snapshot(seq, image, size) && kv_pool_free_blocks(pool) == free_before);
+    free(image);
+    kv_seq_destroy(seq);
+    kv_pool_destroy(pool);
+}
+
+static void keeping_on_a_fork_copies_the_shared_blocks_it_writes_and_leaves_the_other_sequence_intact(void)
+{
+    kv_pool *pool = create_pool(2, 2, 64);
+    kv_seq *parent = create_seq(pool);
+    append_ok(parent, 1, 10);
+    score_slots(parent, 1, 1);
+    kv_seq *child = fork_seq(parent);
+    size_t size;
+    unsigned char *image = snapshot(parent, &size);
+    int64_t free_before = kv_pool_free_blocks(pool);
+    static const int64_t keep[] = {1, 2, 3, 5, 9};
+    keep_ok(child, 1, 1, keep, 5);
+    /* Both written blocks are fresh copies; the emptied third block stays the parent's. */
+    CHECK(kv_pool_free_blocks(pool) == free_before - 2);
+    CHECK(same_snapshot(parent, image, size));
+    const kv_block_table *p = kv_seq_table(parent, 1, 1), *c = kv_seq_table(child, 1, 1);
+    CHECK(c->slot_count == 5 && c->block_count == 2);
+    for (int32_t b = 0; b < 3; b++)
+        CHECK(kv_pool_refcount(pool, p->blocks[b]) == 1);
+    for (int32_t b = 0; b < 2; b++)
+        CHECK(kv_pool_refcount(pool, c->blocks[b]) == 1 && c->blocks[b] != p->blocks[b]);
+    for (int64_t j = 0; j < 5; j++)
+        CHECK(slot_holds(child, 1, 1, j, 1, keep[j]) && slot_score(child, 1, 1, j) == 0.5f + (float)keep[j]);
+
+    /* Keeping a prefix writes nothing: the blocks stay shared until a write copies the partial one. */
+    static const int64_t prefix[] = {0, 1, 2, 3, 4};
+    free_before = kv_pool_free_blocks(pool);
+    keep_ok(child, 0, 0, prefix, 5);
+    p = kv_seq_table(parent, 0, 0);
+    c = kv_seq_table(child, 0, 0);
+    CHECK(kv_pool_free_blocks(pool) == free_before);
+    CHECK(c->block_count == 2 && c->blocks[0] == p->blocks[0] && c->blocks[1] == p->blocks[1]);
+    CHECK(kv_pool_refcount(pool, p->blocks[1]) == 2 && kv_pool_refcount(pool, p->blocks[2]) == 1);
+    append_ok(child, 2, 1);
+    CHECK(same_snapshot(parent, image, size));
+    CHECK(slots_hold(child, 0, 0, 5, 1, 0) && slot_holds(child, 0, 0, 5, 2, 10));
+    pool_is_consistent(pool);
+    free(image);
+    kv_seq_destroy(child);
+    kv_seq_destroy(parent);
+    CHECK(kv_pool_free_blocks(pool) == 64);
+    kv_pool_destroy(pool);
+}
+
+static void keeping_when_the_pool_lacks_the_copies_fails_and_changes_nothing(void)
+{
+    kv_pool *pool = create_pool(2, 2, 9);
+    kv_seq *parent = create_seq(pool);
+    append_ok(parent, 1, 8);
+    kv_seq *child = fork_seq(parent);
+    kv_block_id taken;
+    CHECK(kv_pool_alloc(pool, 0, 0, &taken, NULL) == STRATA_OK);
+    size_t parent_size, child_size;
+    unsigned char *parent_image = snapshot(parent, &parent_size), *child_image = snapshot(child, &child_size);
+    static const int64_t keep[] = {1, 3, 5, 7};
+    strata_error error = {0};
+    CHECK(kv_seq_keep(child, 0, 0, keep, 4, &error) == STRATA_E_KV_FULL);
+    CHECK_MESSAGE(strstr(error.message, "0 of 9") != NULL, "%s", error.message);
+    CHECK(same_snapshot(parent, parent_image, parent_size) && same_snapshot(child, child_image, child_size));
+    CHECK(kv_pool_free_blocks(pool) == 0);
+    pool_is_consistent(pool);
+
+    kv_pool_release(pool, taken);
+    keep_ok(child, 0, 0, keep, 4);
+    CHECK(kv_pool_free_blocks(pool) == 0);
+    CHECK(same_snapshot(parent, parent_image, parent_size));
+    for (int64_t j = 0; j < 4; j++)
+        CHECK(slot_holds(child, 0, 0, j, 1, keep[j]));
+    pool_is_consistent(pool);
+    free(parent_image);
+    free(child_image);
+    kv_seq_destroy(child);
+    kv_seq_destroy(parent);
+    kv_pool_destroy(pool);
+}
+
+static void invalid_keep_lists_are_refused_and_change_nothing(void)
+{
+    kv_pool *pool = create_pool(2, 2, 64);
+    kv_seq *seq = create_seq(pool);
+    append_ok(seq, 1, 10);
+    size_t size;
+    unsigned char *image = snapshot(seq, &size);
+    static const struct {
+        int32_t layer, head;
+        int64_t keep[3];
+        int64_t count;
+    } cases[] = {
+        {0, 0, {2, 1, 3}, 3},  /* decreasing */
+        {0, 0, {1, 1, 3}, 3},  /* repeated */
+        {0, 0, {0, 10, 0}, 2}, /* past the last slot */
+        {0, 0, {-1, 0, 0}, 1}, /* negative */
+        {0, 0, {0, 1, 2}, 11}, /* more than the table holds */
+        {0, 0, {0, 1, 2}, -1}, /* negative count */
+        {2, 0, {0, 1, 2}, 1},  /* no such layer */
+        {0, -1, {0, 1, 2}, 1}, /* no such head */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        strata_error error = {0};
+        CHECK_MESSAGE(kv_seq_keep(seq, cases[i].layer, cases[i].head, cases[i].keep, cases[i].count, &error) ==
+                              STRATA_E_INVALID_ARGUMENT && error.message[0] != '\0',
+                      "case %zu", i);
+    }
+    CHECK(kv_seq_keep(seq, 0, 0, NULL, 1, NULL) == STRATA_E_INVALID_ARGUMENT);
+    CHECK(same_snapshot(seq, image, size));
+    free(image);
+    kv_seq_destroy(seq);
+    kv_pool_destroy(pool);
+}
+
+static void after_a_keep_writing_rewinding_and_forking_follow_positions(void)
+{
+    kv_pool *pool = create_pool(2, 2, 64);
+    kv_seq *seq = create_seq(pool);
+    append_ok(seq, 1, 10);
+    static const int64_t keep[] = {0, 2, 4, 6, 8};
+    for (int32_t layer = 0; layer < 2; layer++)
+        for (int32_t head = 0; head < 2; head++)
+            keep_ok(seq, layer, head, keep, 5);
+    append_ok(seq, 2, 3); /* positions 10 .. 12 land in slots 5 .. 7 */
+    for (int32_t layer = 0; layer < 2; layer++)
+        for (int32_t head = 0; head < 2; head++) {
+            for (int64_t j = 0; j < 5; j++)
+                CHECK(slot_holds(seq, layer, head, j, 1, 2 * j));
+            CHECK(kv_seq_table(seq, layer, head)->slot_count == 8);
+        }
+    CHECK(slots_hold(seq, 1, 5, 3, 2, 10));
+
+    /* Rewinding to 5 drops positions 6, 8 and 10 .. 12. The sliding-window
+     * layer lacks 1 and 3, but a keep removed those, not the window. */
+    strata_error error = {0};
+    static const int64_t windows[2] = {0, 4};
+    CHECK_MESSAGE(kv_seq_rewind(seq, 5, windows, &error) == STRATA_OK, "%s", error.message);
+    CHECK(kv_seq_length(seq) == 5);
+    for (int32_t head = 0; head < 2; head++) {
+        const kv_block_table *table = kv_seq_table(seq, 0, head);
+        CHECK(table->slot_count == 3 && table->block_count == 1);
+        for (int64_t j = 0; j < 3; j++)
+            CHECK(slot_holds(seq, 0, head, j, 1, 2 * j));
+    }
+    append_ok(seq, 3, 2); /* positions 5, 6 in slots 3, 4 */
+    CHECK(slots_hold(seq, 0, 3, 2, 3, 5) && slots_hold(seq, 1, 3, 2, 3, 5));
+
+    kv_seq *child = fork_seq(seq);
+    size_t size;
+    unsigned char *image = snapshot(seq, &size);
+    append_ok(child, 4, 1); /* position 7 in slot 5 */
+    CHECK(same_snapshot(seq, image, size));
+    for (int32_t head = 0; head < 2; head++) {
+        for (int64_t j = 0; j < 3; j++)
+            CHECK(slot_holds(child, 1, head, j, 1, 2 * j));
+        CHECK(slot_holds(child, 1, head, 3, 3, 5) && slot_holds(child, 1, head, 5, 4, 7));
+    }
+    pool_is_consistent(pool);
+    free(image);
+    kv_seq_destroy(child);
+    kv_seq_destroy(seq);
+    CHECK(kv_pool_free_blocks(pool) == 64);
+    kv_pool_destroy(pool);
+}
+
 /* ---- randomized: many sequences against a shadow model ------------------- */
 
 enum {
@@ -557,7 +805,7 @@ typedef struct shadow_seq {
     kv_seq *seq; /* NULL when this entry is not live */
     int64_t length;
     int64_t slot_count[STRESS_TABLES];
-    bool dropped[STRESS_TABLES]; /* leading slots released by drop_before */
+    int64_t floor[STRESS_TABLES]; /* positions below it were released by drop_before */
     shadow_slot slots[STRESS_TABLES][STRESS_BLOCKS * SLOTS];
 } shadow_seq;
 
@@ -598,9 +846,10 @@ static void shadow_drop_before(shadow_seq *shadow, int32_t layer, int64_t min_po
                 whole_block_before = slots[i].position < min_position;
             if (!whole_block_before)
                 break;
+            if (shadow->floor[t] < slots[SLOTS - 1].position + 1)
+                shadow->floor[t] = slots[SLOTS - 1].position + 1;
             shadow->slot_count[t] -= SLOTS;
             memmove(slots, slots + SLOTS, (size_t)shadow->slot_count[t] * sizeof *slots);
-            shadow->dropped[t] = true;
         }
     }
 }
@@ -615,8 +864,7 @@ static bool shadow_rewind_refused(const shadow_seq *shadow, int64_t position)
             continue;
         for (int32_t head = 0; head < STRESS_HEADS; head++) {
             int32_t t = layer * STRESS_HEADS + head;
-            if (shadow->dropped[t] &&
-                (shadow->slot_count[t] == 0 || shadow->slots[t][0].position > first_needed))
+            if (first_needed < shadow->floor[t])
                 return true;
         }
     }
@@ -624,7 +872,7 @@ static bool shadow_rewind_refused(const shadow_seq *shadow, int64_t position)
 }
 
 typedef struct stress_counts {
-    int64_t appends, kv_full, forks, rewinds, rewinds_refused, drops, destroys;
+    int64_t appends, kv_full, forks, rewinds, rewinds_refused, drops, keeps, keeps_full, destroys;
 } stress_counts;
 
 /* Runs one random operation on the sequences and their shadows; returns its name. */
@@ -688,19 +936,56 @@ static const char *stress_step(kv_pool *pool, uint32_t tag, stress_counts *count
             counts->rewinds_refused++;
             return "rewind (refused)";
         }
-        for (int32_t t = 0; t < STRESS_TABLES; t++)
+        for (int32_t t = 0; t < STRESS_TABLES; t++) {
             while (shadow->slot_count[t] > 0 && shadow->slots[t][shadow->slot_count[t] - 1].position >= position)
                 shadow->slot_count[t]--;
+            if (shadow->floor[t] > position)
+                shadow->floor[t] = position;
+        }
         shadow->length = position;
         return "rewind";
     }
-    if (choice < 88) {
+    if (choice < 84) {
         int32_t layer = (int32_t)random_below(STRESS_LAYERS);
         int64_t min_position = random_below(shadow->length + 2);
         kv_seq_drop_before(shadow->seq, layer, min_position);
         shadow_drop_before(shadow, layer, min_position);
         counts->drops++;
         return "drop_before";
+    }
+    if (choice < 92) {
+        int32_t t = (int32_t)random_below(STRESS_TABLES), layer = t / STRESS_HEADS, head = t % STRESS_HEADS;
+        static int64_t keep[STRESS_BLOCKS * SLOTS];
+        int64_t slots = shadow->slot_count[t], count = 0, odds = 1 + random_below(4);
+        for (int64_t s = 0; s < slots; s++)
+            if (random_below(4) < odds)
+                keep[count++] = s;
+        /* The copies it takes: every written block someone else also holds. */
+        const kv_block_table *table = kv_seq_table(shadow->seq, layer, head);
+        int64_t first_moved = 0, needed = 0;
+        while (first_moved < count && keep[first_moved] == first_moved)
+            first_moved++;
+        for (int64_t b = first_moved / SLOTS; first_moved < count && b < (count + SLOTS - 1) / SLOTS; b++)
+            needed += kv_pool_refcount(pool, table->blocks[b]) >= 2;
+        int64_t free_before = kv_pool_free_blocks(pool);
+        size_t size;
+        unsigned char *image = snapshot(shadow->seq, &size);
+        strata_status status = kv_seq_keep(shadow->seq, layer, head, keep, count, &error);
+        counts->keeps++;
+        if (needed > free_before) {
+            CHECK_MESSAGE(status == STRATA_E_KV_FULL, "keep needing %" PRId64 " of %" PRId64 ": %s", needed,
+                          free_before, error.message);
+            CHECK(same_snapshot(shadow->seq, image, size));
+            free(image);
+            counts->keeps_full++;
+            return "keep (pool full)";
+        }
+        free(image);
+        CHECK_MESSAGE(status == STRATA_OK, "%s", error.message);
+        for (int64_t j = 0; j < count; j++)
+            shadow->slots[t][j] = shadow->slots[t][keep[j]];
+        shadow->slot_count[t] = count;
+        return "keep";
     }
     kv_seq_destroy(shadow->seq);
     shadow->seq = NULL;
@@ -773,9 +1058,10 @@ static void random_operations_keep_every_sequence_equal_to_its_shadow(void)
     stress_invariants_hold(pool);
     fprintf(stderr,
             "  %" PRId64 " appends (%" PRId64 " found the pool full), %" PRId64 " forks, %" PRId64 " rewinds (%" PRId64
-            " refused), %" PRId64 " drops, %" PRId64 " destroys\n",
+            " refused), %" PRId64 " drops, %" PRId64 " keeps (%" PRId64 " found the pool full), %" PRId64
+            " destroys\n",
             counts.appends, counts.kv_full, counts.forks, counts.rewinds, counts.rewinds_refused, counts.drops,
-            counts.destroys);
+            counts.keeps, counts.keeps_full, counts.destroys);
     CHECK(counts.kv_full > 0 && counts.rewinds_refused > 0);
     kv_pool_destroy(pool);
 }
@@ -797,6 +1083,13 @@ int main(int argc, char **argv)
     RUN_CASE(destroying_every_sequence_returns_every_block);
     RUN_CASE(reserving_past_the_budget_fails_and_leaves_every_sequence_intact);
     RUN_CASE(attach_shares_cached_blocks);
+    RUN_CASE(keeping_every_other_slot_packs_the_kept_slots_and_returns_the_emptied_block);
+    RUN_CASE(keeping_nothing_empties_the_table_and_returns_its_blocks);
+    RUN_CASE(keeping_every_slot_changes_nothing);
+    RUN_CASE(keeping_on_a_fork_copies_the_shared_blocks_it_writes_and_leaves_the_other_sequence_intact);
+    RUN_CASE(keeping_when_the_pool_lacks_the_copies_fails_and_changes_nothing);
+    RUN_CASE(invalid_keep_lists_are_refused_and_change_nothing);
+    RUN_CASE(after_a_keep_writing_rewinding_and_forking_follow_positions);
     RUN_CASE(random_operations_keep_every_sequence_equal_to_its_shadow);
     TEST_EXIT();
 }
