@@ -166,6 +166,15 @@ typedef struct strata_kv_stats {
 
 /* Fills stats for the model's KV pool and prefix cache. */
 void strata_model_kv_stats(const strata_model *model, strata_kv_stats *stats);
+/* Returns the number of layers and, in *kv_heads, of KV heads per layer: the
+ * shape of the per-(layer, head) arrays below. */
+int32_t strata_model_kv_layout(const strata_model *model, int32_t *kv_heads);
+/* Fills blocks[layer * kv_heads + head] with the pool blocks in use for that
+ * (layer, KV head), by all sessions and the prefix cache together. */
+void strata_model_kv_blocks_by_layer(const strata_model *model, int64_t *blocks);
+/* Fills slots[layer * kv_heads + head] with the KV slots the session holds for
+ * that (layer, KV head): lengths differ where sliding windows released blocks. */
+void strata_session_kv_slots(const strata_session *session, int64_t *slots);
 /* Returns the KV bytes a session references (blocks shared with others count in full) and,
  * in *shared_bytes if not NULL, how many of those are shared. */
 uint64_t strata_session_kv_bytes(const strata_session *session, uint64_t *shared_bytes);

@@ -359,3 +359,23 @@ void strata_model_kv_stats(const strata_model *model, strata_kv_stats *stats)
         .prefix_evicted_blocks = radix.evicted_blocks,
     };
 }
+
+int32_t strata_model_kv_layout(const strata_model *model, int32_t *kv_heads)
+{
+    if (kv_heads != NULL)
+        *kv_heads = (int32_t)model->params.kv_head_count;
+    return (int32_t)model->params.layer_count;
+}
+
+void strata_model_kv_blocks_by_layer(const strata_model *model, int64_t *blocks)
+{
+    kv_pool_usage_by_owner(model->kv_pool, NULL, blocks);
+}
+
+void strata_session_kv_slots(const strata_session *session, int64_t *slots)
+{
+    int64_t layers = session->model->params.layer_count, heads = session->model->params.kv_head_count;
+    for (int64_t il = 0; il < layers; il++)
+        for (int64_t h = 0; h < heads; h++)
+            slots[il * heads + h] = kv_seq_table(session->seq, (int32_t)il, (int32_t)h)->slot_count;
+}

@@ -257,8 +257,27 @@ static void sliding_window_layers_release_their_blocks(void)
     append(session, tokens, 100);
     for (int i = 100; i < 200; i++)
         append(session, tokens + i, 1);
+    /* Per (layer, head): the global layer 5 holds all 200 slots, window layers at most 4 + 15. */
+    int32_t heads = 0, layers = strata_model_kv_layout(model, &heads);
+    CHECK(layers == 7 && heads == spec.head_count_kv);
+    int64_t slots[7 * 4], blocks[7 * 4];
+    strata_session_kv_slots(session, slots);
+    strata_model_kv_blocks_by_layer(model, blocks);
+    int64_t total_blocks = 0;
+    for (int32_t il = 0; il < layers; il++)
+        for (int32_t h = 0; h < heads; h++) {
+            int64_t held = slots[il * heads + h], used = blocks[il * heads + h];
+            total_blocks += used;
+            if (il == 5)
+                CHECK_MESSAGE(held == 200 && used == 13, "global layer head %d: %lld slots, %lld blocks", h,
+                              (long long)held, (long long)used);
+            else
+                CHECK_MESSAGE(held >= 4 && held <= 4 + 15 && used <= 2, "layer %d head %d: %lld slots, %lld blocks",
+                              il, h, (long long)held, (long long)used);
+        }
     strata_kv_stats stats;
     strata_model_kv_stats(model, &stats);
+    CHECK(total_blocks == stats.used_blocks);
     int64_t kv_heads = spec.head_count_kv, full = 7 * kv_heads * (200 / 16 + 1);
     int64_t expected = 1 * kv_heads * (200 / 16 + 1) /* the global layer */ + 6 * kv_heads * 2;
     CHECK_MESSAGE(stats.used_blocks <= expected, "%lld blocks used, at most %lld expected (a full cache: %lld)",
