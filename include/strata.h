@@ -111,7 +111,14 @@ typedef struct strata_session_options {
     int32_t context_length; /* tokens the session may hold; 0 means the model's, capped at 8192 */
     bool prefix_cache;      /* reuse cached KV of an identical prompt prefix, and cache this one's */
     uint64_t cache_namespace; /* tenant salt: prefixes are shared only within one namespace */
+    const char *kv_policy;  /* KV compression policy by name (see strata_kv_policies); NULL: "full" */
+    int64_t kv_budget_tokens; /* slots each (layer, KV head) keeps; 0: use kv_budget_ratio */
+    float kv_budget_ratio;  /* else this fraction of the prompt length; 0 and 0: no compression */
+    const char *kv_policy_params; /* "name=value,..." for the policy, or NULL for its defaults */
 } strata_session_options;
+
+/* Returns the KV compression policies' names, comma-separated ("full, streaming, ..."). */
+const char *strata_kv_policies(void);
 
 /* Creates a session: a token sequence with its own KV cache. */
 strata_status strata_session_create(strata_model *model, const strata_session_options *options,

@@ -192,6 +192,10 @@ static void attention_block(strata_model *model, forward_scratch *s, const forwa
             .scale = p->attention_scale,
             .views = s->views,
         };
+        if (item->slot_mass != NULL && item->slot_mass[il * p->kv_head_count] != NULL) {
+            args.slot_mass = item->slot_mass + il * p->kv_head_count;
+            args.mass_first_token = item->mass_first_token;
+        }
         compute_attention(compute, &args);
         row += item->count;
     }

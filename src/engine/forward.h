@@ -22,6 +22,12 @@ typedef struct forward_item {
     int64_t count;
     bool all_logits;          /* logits for every new token, else for the last one only */
     float *logits;            /* [count or 1][vocab]; NULL: no logits */
+    /* Optional statistics for a KV policy: per table (layer * kv_heads + head)
+     * an array the attention mass of this item's tokens [mass_first_token,
+     * count) is added to, slot by slot; entries of windowed layers are NULL.
+     * NULL: none collected. */
+    float *const *slot_mass;
+    int64_t mass_first_token;
 } forward_item;
 
 /* Activations of one step, sized for at most max_tokens new tokens in all. */

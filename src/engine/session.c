@@ -10,13 +10,17 @@
  * layers release what their window left behind (so a cached prefix keeps
  * the KV a later request needs). When the pool is full, cached prefixes
  * nobody uses are evicted and the step is tried once more before
- * STRATA_E_KV_FULL reaches the caller. Implements the strata_session_*
+ * STRATA_E_KV_FULL reaches the caller. A session may carry a KV compression
+ * policy (kv/policy.h): the session collects the attention statistics the
+ * policy asks for during its steps and runs the policy's hooks after a
+ * prompt and after every decode step. Implements the strata_session_*
  * functions of strata.h. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/error.h"
 #include "engine/forward.h"
+#include "kv/policy.h"
 #include "model/model.h"
 
 enum { SESSION_CHUNK_TOKENS = 512, SESSION_DEFAULT_CONTEXT = 8192 };
@@ -34,6 +38,14 @@ struct strata_session {
     uint64_t cache_namespace;
     int64_t cached_tokens;  /* served from the prefix cache by the last append */
     int64_t cached_blocks;  /* full token blocks already offered to the cache */
+    /* KV compression */
+    const kv_policy_ops *policy;  /* NULL: keep everything */
+    double policy_params[KV_POLICY_MAX_PARAMS];
+    int64_t budget_tokens;        /* as asked; 0: from budget_ratio at the end of the prompt */
+    float budget_ratio;
+    int64_t budget;               /* resolved slots per table; 0 until known */
+    float **mass;                 /* per table: attention mass per slot (global layers), or NULL */
+    bool *layer_is_windowed;
 };
 
 static int64_t *layer_windows(const strata_model *model)
@@ -43,6 +55,116 @@ static int64_t *layer_windows(const strata_model *model)
         for (int64_t il = 0; il < model->params.layer_count; il++)
             windows[il] = model->layers[il].sliding_window ? model->params.sliding_window : 0;
     return windows;
+}
+
+const char *strata_kv_policies(void)
+{
+    static char names[256];
+    if (names[0] == '\0')
+        kv_policy_list_names(names, sizeof names);
+    return names;
+}
+
+/* Reads the policy fields of the options: the policy, its parameters, the
+ * budget, and the statistics arrays it needs. */
+static strata_status setup_policy(strata_session *session, const strata_session_options *options, strata_error *err)
+{
+    const strata_model *model = session->model;
+    const model_params *p = &model->params;
+    const char *name = options != NULL && options->kv_policy != NULL ? options->kv_policy : "full";
+    const kv_policy_ops *policy = kv_policy_find(name);
+    if (policy == NULL)
+        return strata_fail(err, STRATA_E_INVALID_ARGUMENT, "unknown KV policy '%s' (policies: %s)", name,
+                           strata_kv_policies());
+    strata_status status = kv_policy_parse_params(policy, options != NULL ? options->kv_policy_params : NULL,
+                                                  session->policy_params, err);
+    if (status != STRATA_OK)
+        return status;
+    int64_t tokens = options != NULL ? options->kv_budget_tokens : 0;
+    float ratio = options != NULL ? options->kv_budget_ratio : 0.0f;
+    if (tokens < 0 || !(ratio >= 0.0f && ratio <= 1.0f))
+        return strata_fail(err, STRATA_E_INVALID_ARGUMENT,
+                           "KV budget %lld tokens / ratio %g: give tokens >= 1 or a ratio in (0, 1]", (long long)tokens,
+                           ratio);
+    if (policy == &kv_policy_full || (tokens == 0 && ratio == 0.0f))
+        return STRATA_OK; /* nothing to compress */
+    session->policy = policy;
+    session->budget_tokens = tokens;
+    session->budget_ratio = ratio;
+    session->layer_is_windowed = calloc((size_t)p->layer_count, sizeof *session->layer_is_windowed);
+    if (session->layer_is_windowed == NULL)
+        return strata_fail(err, STRATA_E_OUT_OF_MEMORY, "cannot allocate layer flags");
+    for (int64_t il = 0; il < p->layer_count; il++)
+        session->layer_is_windowed[il] = model->layers[il].sliding_window;
+    if (policy->statistics == KV_STATISTICS_NONE)
+        return STRATA_OK;
+    int64_t tables = p->layer_count * p->kv_head_count;
+    session->mass = calloc((size_t)tables, sizeof *session->mass);
+    if (session->mass == NULL)
+        return strata_fail(err, STRATA_E_OUT_OF_MEMORY, "cannot allocate KV statistics");
+    for (int64_t t = 0; t < tables; t++)
+        if (!session->layer_is_windowed[t / p->kv_head_count]) {
+            session->mass[t] = calloc((size_t)session->context_length, sizeof(float));
+            if (session->mass[t] == NULL)
+                return strata_fail(err, STRATA_E_OUT_OF_MEMORY, "cannot allocate KV statistics for %lld slots",
+                                   (long long)session->context_length);
+        }
+    return STRATA_OK;
+}
+
+/* Zeroes the statistics of the slots a step of `count` tokens will add (and,
+ * for observation statistics at the start of a prompt, all of them). */
+static void prepare_statistics(strata_session *session, int64_t count, bool new_prompt)
+{
+    if (session->mass == NULL)
+        return;
+    const model_params *p = &session->model->params;
+    for (int64_t t = 0; t < p->layer_count * p->kv_head_count; t++) {
+        if (session->mass[t] == NULL)
+            continue;
+        int64_t slots = kv_seq_table(session->seq, (int32_t)(t / p->kv_head_count), (int32_t)(t % p->kv_head_count))
+                            ->slot_count;
+        int64_t from = new_prompt && session->policy->statistics == KV_STATISTICS_OBSERVATION ? 0 : slots;
+        int64_t to = slots + count < session->context_length ? slots + count : session->context_length;
+        if (to > from)
+            memset(session->mass[t] + from, 0, (size_t)(to - from) * sizeof(float));
+    }
+}
+
+/* Runs the policy's hook after a prompt (prefill) or a decode step. */
+static strata_status run_policy(strata_session *session, bool prefill, strata_error *err)
+{
+    if (session->policy == NULL)
+        return STRATA_OK;
+    if (session->budget == 0) {
+        int64_t length = kv_seq_length(session->seq);
+        session->budget = session->budget_tokens > 0 ? session->budget_tokens
+                                                     : (int64_t)((double)session->budget_ratio * (double)length + 0.5);
+        if (session->budget < 1)
+            session->budget = 1;
+    }
+    kv_policy_view view = {
+        .seq = session->seq,
+        .layer_count = (int32_t)session->model->params.layer_count,
+        .kv_head_count = (int32_t)session->model->params.kv_head_count,
+        .layer_is_windowed = session->layer_is_windowed,
+        .budget = session->budget,
+        .params = session->policy_params,
+        .mass = session->mass,
+    };
+    strata_status (*hook)(const kv_policy_view *, strata_error *) =
+        prefill ? session->policy->on_prefill_end : session->policy->on_decode_step;
+    return hook != NULL ? hook(&view, err) : STRATA_OK;
+}
+
+/* The first observed token of a chunk starting at `done` of a prompt of `count`. */
+static int64_t mass_first_token(const strata_session *session, size_t done, size_t count, int64_t chunk)
+{
+    if (session->policy == NULL || session->policy->statistics != KV_STATISTICS_OBSERVATION || count == 1)
+        return 0;
+    int64_t observed = (int64_t)kv_policy_param_value(session->policy, session->policy_params, "observation");
+    int64_t first = (int64_t)count - observed - (int64_t)done;
+    return first < 0 ? 0 : first > chunk ? chunk : first;
 }
 
 strata_status strata_session_create(strata_model *model, const strata_session_options *options,
@@ -66,7 +188,12 @@ strata_status strata_session_create(strata_model *model, const strata_session_op
     session->prefix_cache = options != NULL && options->prefix_cache;
     session->cache_namespace = options != NULL ? options->cache_namespace : 0;
     session->history = malloc((size_t)context * sizeof *session->history);
-    strata_status status = session->history == NULL
+    strata_status status = setup_policy(session, options, err);
+    if (status != STRATA_OK) {
+        strata_session_destroy(session);
+        return status;
+    }
+    status = session->history == NULL
         ? strata_fail(err, STRATA_E_OUT_OF_MEMORY, "cannot allocate %lld tokens of history", (long long)context)
         : kv_seq_create(model->kv_pool, &session->seq, err);
     if (status == STRATA_OK)
@@ -109,6 +236,11 @@ void strata_session_destroy(strata_session *session)
         offer_to_cache(session);
     kv_seq_destroy(session->seq);
     forward_scratch_destroy(session->scratch);
+    if (session->mass != NULL)
+        for (int64_t t = 0; t < session->model->params.layer_count * session->model->params.kv_head_count; t++)
+            free(session->mass[t]);
+    free(session->mass);
+    free(session->layer_is_windowed);
     free(session->logits);
     free(session->history);
     free(session);
@@ -194,9 +326,12 @@ strata_status strata_session_append(strata_session *session, const int32_t *toke
             done = (size_t)attached;
         }
     }
+    bool new_prompt = true;
     while (done < count) {
         int64_t chunk = (int64_t)(count - done) < SESSION_CHUNK_TOKENS ? (int64_t)(count - done) : SESSION_CHUNK_TOKENS;
         bool last_chunk = done + (size_t)chunk == count;
+        prepare_statistics(session, chunk, new_prompt && count > 1);
+        new_prompt = false;
         forward_item item = {
             .seq = session->seq,
             .tokens = tokens + done,
@@ -204,6 +339,8 @@ strata_status strata_session_append(strata_session *session, const int32_t *toke
             .all_logits = all_logits,
             /* Only the last chunk's last token's logits are wanted, unless all are. */
             .logits = all_logits ? session->logits + done * (size_t)vocab : last_chunk ? session->logits : NULL,
+            .slot_mass = session->mass,
+            .mass_first_token = mass_first_token(session, done, count, chunk),
         };
         status = step_with_eviction(model, session->scratch, &item, 1, err);
         if (status != STRATA_OK) {
@@ -215,7 +352,7 @@ strata_status strata_session_append(strata_session *session, const int32_t *toke
         done += (size_t)chunk;
     }
     session->logit_rows = all_logits ? (int64_t)count : 1;
-    return STRATA_OK;
+    return run_policy(session, count > 1, err);
 }
 
 strata_status strata_sessions_append(strata_session *const *sessions, const int32_t *const *tokens,
@@ -241,8 +378,11 @@ strata_status strata_sessions_append(strata_session *const *sessions, const int3
         if (status == STRATA_OK)
             status = reserve_logits(session, 1, err);
         total += counts[i];
+        if (status == STRATA_OK)
+            prepare_statistics(session, (int64_t)counts[i], counts[i] > 1);
         items[i] = (forward_item){.seq = session->seq, .tokens = tokens[i], .count = (int64_t)counts[i],
-                                  .logits = session->logits};
+                                  .logits = session->logits, .slot_mass = session->mass,
+                                  .mass_first_token = mass_first_token(session, 0, counts[i], (int64_t)counts[i])};
     }
     if (status == STRATA_OK && total > SESSION_CHUNK_TOKENS)
         status = strata_fail(err, STRATA_E_INVALID_ARGUMENT, "a step of %zu tokens exceeds %d", total,
@@ -254,6 +394,8 @@ strata_status strata_sessions_append(strata_session *const *sessions, const int3
         sessions[i]->logit_rows = 1;
         after_step(sessions[i], tokens[i], (int64_t)counts[i]);
     }
+    for (size_t i = 0; i < session_count && status == STRATA_OK; i++)
+        status = run_policy(sessions[i], counts[i] > 1, err);
     free(items);
     return status;
 }
@@ -301,7 +443,10 @@ strata_status strata_session_fork(const strata_session *session, strata_session 
     *out = NULL;
     strata_session_options options = {.context_length = (int32_t)session->context_length,
                                       .prefix_cache = session->prefix_cache,
-                                      .cache_namespace = session->cache_namespace};
+                                      .cache_namespace = session->cache_namespace,
+                                      .kv_policy = session->policy != NULL ? session->policy->name : NULL,
+                                      .kv_budget_tokens = session->budget_tokens,
+                                      .kv_budget_ratio = session->budget_ratio};
     strata_session *child = NULL;
     strata_status status = strata_session_create(session->model, &options, &child, err);
     if (status != STRATA_OK)
@@ -322,6 +467,12 @@ strata_status strata_session_fork(const strata_session *session, strata_session 
         child->logit_rows = 1;
     }
     child->cached_blocks = session->cached_blocks;
+    child->budget = session->budget;
+    memcpy(child->policy_params, session->policy_params, sizeof child->policy_params);
+    if (session->mass != NULL && child->mass != NULL)
+        for (int64_t t = 0; t < session->model->params.layer_count * session->model->params.kv_head_count; t++)
+            if (session->mass[t] != NULL)
+                memcpy(child->mass[t], session->mass[t], (size_t)session->context_length * sizeof(float));
     *out = child;
     return STRATA_OK;
 }

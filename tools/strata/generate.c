@@ -26,6 +26,11 @@ typedef struct generate_options {
     long long parallel;
     uint64_t kv_memory;
     int kv_type;
+    const char *kv_policy;
+    long long kv_budget_tokens;
+    double kv_budget_ratio;
+    char kv_params[512];
+    bool kv_report;
     bool chat;
     bool seed_given;
     strata_sampler_options sampling;
@@ -56,7 +61,12 @@ static void print_help(FILE *stream)
             "      --parallel N        generate N continuations of the prompt at once (seeds S, S+1, ...);\n"
             "                          they share the prompt's KV blocks and decode in one batch\n"
             "      --kv-mem SIZE       KV pool budget, e.g. 512M or 2G (default: from the model and machine)\n"
-            "      --kv-type T         KV storage: f32 (default), f16 or bf16\n");
+            "      --kv-type T         KV storage: f32 (default), f16 or bf16\n"
+            "      --kv-policy NAME    KV compression policy (see below); default full\n"
+            "      --kv-budget N|R%%    slots each (layer, KV head) keeps: N tokens, or R%% of the prompt\n"
+            "      --kv-param K=V      a policy parameter (repeatable)\n"
+            "      --kv-report         print KV slots and bytes by layer and head at the end\n"
+            "\nKV policies: %s\n", strata_kv_policies());
 }
 
 static int parse_options(int argc, char **argv, generate_options *o)
@@ -124,6 +134,30 @@ static int parse_options(int argc, char **argv, generate_options *o)
             if (!VALUE() || !option_parse_bytes("generate", flag, value, &o->kv_memory)) return 2;
         } else if (strcmp(flag, "--kv-type") == 0) {
             if (!VALUE() || !option_parse_kv_type("generate", value, &o->kv_type)) return 2;
+        } else if (strcmp(flag, "--kv-policy") == 0) {
+            if (!VALUE()) return 2;
+            o->kv_policy = value;
+        } else if (strcmp(flag, "--kv-budget") == 0) {
+            if (!VALUE()) return 2;
+            size_t length = strlen(value);
+            if (length > 1 && value[length - 1] == '%') {
+                char percent[32];
+                snprintf(percent, sizeof percent, "%.*s", (int)(length - 1 < 31 ? length - 1 : 31), value);
+                if (!option_parse_float("generate", flag, percent, 0.001, 100, &number)) return 2;
+                o->kv_budget_ratio = number / 100.0;
+            } else if (!option_parse_integer("generate", flag, value, 1, 1 << 30, &o->kv_budget_tokens)) {
+                return 2;
+            }
+        } else if (strcmp(flag, "--kv-param") == 0) {
+            if (!VALUE()) return 2;
+            size_t used = strlen(o->kv_params);
+            if (strchr(value, '=') == NULL || used + strlen(value) + 2 > sizeof o->kv_params) {
+                fprintf(stderr, "strata generate: --kv-param expects NAME=VALUE, got '%s'\n", value);
+                return 2;
+            }
+            snprintf(o->kv_params + used, sizeof o->kv_params - used, "%s%s", used > 0 ? "," : "", value);
+        } else if (strcmp(flag, "--kv-report") == 0) {
+            o->kv_report = true;
         } else if (strcmp(flag, "--stop") == 0) {
             if (!VALUE()) return 2;
             if (value[0] == '\0' || o->stop_count == MAX_STOP_STRINGS) {
@@ -203,6 +237,39 @@ static double now_seconds(void)
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/* --kv-report: the session's KV slots and bytes by layer and KV head, on stderr. */
+static void print_kv_report(const strata_model *model, const strata_session *session)
+{
+    int32_t heads = 0, layers = strata_model_kv_layout(model, &heads);
+    int64_t *slots = calloc((size_t)layers * (size_t)heads, sizeof *slots);
+    if (slots == NULL)
+        return;
+    strata_session_kv_slots(session, slots);
+    strata_kv_stats stats;
+    strata_model_kv_stats(model, &stats);
+    uint64_t bytes_per_slot = stats.block_bytes / (uint64_t)stats.block_tokens;
+    fprintf(stderr, "KV report (%d layers x %d KV heads; %llu bytes per block of %d slots):\n", layers, heads,
+            (unsigned long long)stats.block_bytes, stats.block_tokens);
+    int64_t total_blocks = 0;
+    for (int32_t il = 0; il < layers; il++) {
+        fprintf(stderr, "  layer %2d:", il);
+        for (int32_t h = 0; h < heads; h++) {
+            int64_t held = slots[il * heads + h];
+            int64_t blocks = (held + stats.block_tokens - 1) / stats.block_tokens;
+            total_blocks += blocks;
+            fprintf(stderr, " head %d %lld slots %llu bytes%s", h, (long long)held,
+                    (unsigned long long)blocks * stats.block_bytes, h + 1 < heads ? ";" : "");
+        }
+        fputc('\n', stderr);
+    }
+    uint64_t shared = 0, held_bytes = strata_session_kv_bytes(session, &shared);
+    fprintf(stderr, "  session: %lld blocks, %llu bytes (%llu shared); about %llu bytes per slot; pool: %llu of %llu bytes in use\n",
+            (long long)total_blocks, (unsigned long long)held_bytes, (unsigned long long)shared,
+            (unsigned long long)bytes_per_slot, (unsigned long long)stats.used_bytes,
+            (unsigned long long)stats.budget_bytes);
+    free(slots);
 }
 
 /* One continuation of --parallel: its session, sampler and text so far. */
@@ -347,7 +414,11 @@ int command_generate(int argc, char **argv)
     int exit_code = 1;
     strata_model_options model_options = {.threads = (int)o.threads, .kv_memory_bytes = o.kv_memory,
                                           .kv_type = (strata_kv_type)o.kv_type};
-    strata_session_options session_options = {.context_length = (int32_t)o.context};
+    strata_session_options session_options = {.context_length = (int32_t)o.context,
+                                              .kv_policy = o.kv_policy,
+                                              .kv_budget_tokens = o.kv_budget_tokens,
+                                              .kv_budget_ratio = (float)o.kv_budget_ratio,
+                                              .kv_policy_params = o.kv_params[0] != '\0' ? o.kv_params : NULL};
 
     double load_start = now_seconds();
     if (strata_model_open(o.model_path, &model_options, &model, &error) != STRATA_OK)
@@ -410,6 +481,8 @@ int command_generate(int argc, char **argv)
     fprintf(stderr, "strata: prefill %zu tokens in %.3f s (%.1f tok/s); generated %lld tokens in %.3f s (%.1f tok/s)\n",
             token_count, prefill_seconds, (double)token_count / prefill_seconds, generated, decode_seconds,
             generated > 0 ? (double)generated / decode_seconds : 0.0);
+    if (o.kv_report)
+        print_kv_report(model, session);
     exit_code = 0;
     goto cleanup;
 fail:

@@ -1,0 +1,147 @@
+/* kv/policy.c: the machinery every KV compression policy shares: finding a
+ * policy by name, parsing its parameters, compacting a table together with
+ * its statistics, and ranking slots by score. The policies themselves are
+ * in kv/policy/, listed in kv/policy/registry.c. */
+#include "kv/policy.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/error.h"
+
+extern const kv_policy_ops *const kv_policies[];
+extern const int kv_policy_count;
+
+const kv_policy_ops *kv_policy_find(const char *name)
+{
+    for (int i = 0; i < kv_policy_count; i++)
+        if (strcmp(kv_policies[i]->name, name) == 0)
+            return kv_policies[i];
+    return NULL;
+}
+
+void kv_policy_list_names(char *buffer, size_t capacity)
+{
+    size_t used = 0;
+    if (capacity > 0)
+        buffer[0] = '\0';
+    for (int i = 0; i < kv_policy_count; i++) {
+        int written = snprintf(buffer + used, capacity - used, "%s%s", i == 0 ? "" : ", ", kv_policies[i]->name);
+        if (written < 0 || (size_t)written >= capacity - used)
+            return;
+        used += (size_t)written;
+    }
+}
+
+int kv_policy_registry(const kv_policy_ops *const **out)
+{
+    *out = kv_policies;
+    return kv_policy_count;
+}
+
+/* Lists a policy's parameters ("sinks (default 4)") for error messages. */
+static void list_params(const kv_policy_ops *ops, char *buffer, size_t capacity)
+{
+    size_t used = 0;
+    buffer[0] = '\0';
+    if (ops->param_count == 0)
+        snprintf(buffer, capacity, "none");
+    for (int i = 0; i < ops->param_count; i++) {
+        int written = snprintf(buffer + used, capacity - used, "%s%s (%g..%g, default %g)", i == 0 ? "" : ", ",
+                               ops->params[i].name, ops->params[i].minimum, ops->params[i].maximum,
+                               ops->params[i].default_value);
+        if (written < 0 || (size_t)written >= capacity - used)
+            return;
+        used += (size_t)written;
+    }
+}
+
+strata_status kv_policy_parse_params(const kv_policy_ops *ops, const char *text, double *values, strata_error *err)
+{
+    for (int i = 0; i < ops->param_count; i++)
+        values[i] = ops->params[i].default_value;
+    char valid[384];
+    const char *cursor = text != NULL ? text : "";
+    while (*cursor != '\0') {
+        const char *end = strchr(cursor, ',');
+        size_t length = end != NULL ? (size_t)(end - cursor) : strlen(cursor);
+        const char *equals = memchr(cursor, '=', length);
+        int index = -1;
+        for (int i = 0; equals != NULL && i < ops->param_count; i++)
+            if (strlen(ops->params[i].name) == (size_t)(equals - cursor) &&
+                memcmp(ops->params[i].name, cursor, (size_t)(equals - cursor)) == 0)
+                index = i;
+        if (index < 0) {
+            list_params(ops, valid, sizeof valid);
+            return strata_fail(err, STRATA_E_INVALID_ARGUMENT,
+                               "KV policy '%s' has no parameter '%.*s' (give name=value; its parameters: %s)",
+                               ops->name, (int)(equals != NULL ? (size_t)(equals - cursor) : length), cursor, valid);
+        }
+        char number[64];
+        size_t number_length = length - (size_t)(equals + 1 - cursor);
+        snprintf(number, sizeof number, "%.*s", (int)(number_length < 63 ? number_length : 63), equals + 1);
+        char *parsed_end = NULL;
+        errno = 0;
+        double value = strtod(number, &parsed_end);
+        const kv_policy_param *param = &ops->params[index];
+        if (parsed_end == number || *parsed_end != '\0' || errno != 0 || !isfinite(value) ||
+            value < param->minimum || value > param->maximum)
+            return strata_fail(err, STRATA_E_INVALID_ARGUMENT,
+                               "KV policy '%s': parameter '%s' expects a number in %g..%g, got '%s'", ops->name,
+                               param->name, param->minimum, param->maximum, number);
+        values[index] = value;
+        cursor += length + (end != NULL ? 1 : 0);
+    }
+    return STRATA_OK;
+}
+
+double kv_policy_param_value(const kv_policy_ops *ops, const double *values, const char *name)
+{
+    for (int i = 0; i < ops->param_count; i++)
+        if (strcmp(ops->params[i].name, name) == 0)
+            return values[i];
+    return 0.0;
+}
+
+strata_status kv_policy_keep(const kv_policy_view *view, int32_t layer, int32_t kv_head, const int64_t *keep,
+                             int64_t count, strata_error *err)
+{
+    strata_status status = kv_seq_keep(view->seq, layer, kv_head, keep, count, err);
+    if (status != STRATA_OK || view->mass == NULL)
+        return status;
+    float *mass = view->mass[layer * view->kv_head_count + kv_head];
+    if (mass != NULL)
+        for (int64_t j = 0; j < count; j++) /* keep[j] >= j: moving forward in order is safe */
+            mass[j] = mass[keep[j]];
+    return STRATA_OK;
+}
+
+static int by_score_descending(const void *a, const void *b, void *context)
+{
+    const float *scores = context;
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    if (scores[x] != scores[y])
+        return scores[x] < scores[y] ? 1 : -1;
+    return (x > y) - (x < y);
+}
+
+void kv_policy_rank(const float *scores, int64_t n, int64_t *order)
+{
+    for (int64_t i = 0; i < n; i++)
+        order[i] = i;
+    qsort_r(order, (size_t)n, sizeof *order, by_score_descending, (void *)scores);
+}
+
+static int by_index(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+void kv_policy_sort_indices(int64_t *indices, int64_t n)
+{
+    qsort(indices, (size_t)n, sizeof *indices, by_index);
+}

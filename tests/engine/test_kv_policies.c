@@ -1,0 +1,240 @@
+/* tests/engine/test_kv_policies.c: KV compression policies through the
+ * public API, for every registered policy: a budget at least the sequence
+ * length is exactly the full cache; a smaller budget is respected per
+ * (layer, head) and returns measured blocks to the pool; runs are
+ * deterministic; sessions with different policies share one batch step;
+ * compressing a fork leaves the sequence it shares blocks with untouched;
+ * unknown policies and bad parameters are refused with the valid choices. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/tiny_model.h"
+#include "test_util.h"
+
+enum { PROMPT = 60, DECODE = 6, BUDGET = 20 };
+
+static const char *const policies[] = {"streaming", "h2o", "snapkv"};
+enum { POLICIES = sizeof policies / sizeof policies[0] };
+
+static strata_model *open_model(void)
+{
+    tiny_model_spec spec = tiny_model_llama(); /* 2 layers, 2 KV heads, no window */
+    spec.context_length = 256;
+    strata_model *model = NULL;
+    strata_error err = {0};
+    strata_model_options options = {.threads = 2};
+    CHECK_MESSAGE(tiny_model_open_with(&spec, &options, &model, &err) == STRATA_OK, "%s", err.message);
+    return model;
+}
+
+static strata_session *open_session(strata_model *model, const char *policy, int64_t budget, const char *params)
+{
+    strata_session *session = NULL;
+    strata_error err = {0};
+    strata_session_options options = {.kv_policy = policy, .kv_budget_tokens = budget, .kv_policy_params = params};
+    CHECK_MESSAGE(strata_session_create(model, &options, &session, &err) == STRATA_OK, "%s: %s", policy, err.message);
+    return session;
+}
+
+static void random_tokens(int32_t *tokens, size_t count, uint64_t seed)
+{
+    for (size_t i = 0; i < count; i++)
+        tokens[i] = (int32_t)((tiny_model_random(&seed) + 1.0f) * 0.5f * TINY_VOCAB) % TINY_VOCAB;
+}
+
+/* Prefills PROMPT tokens, then decodes DECODE more; out gets the last logits. */
+static bool run(strata_session *session, const int32_t *tokens, float *out)
+{
+    strata_error err = {0};
+    if (strata_session_append(session, tokens, PROMPT, false, &err) != STRATA_OK) {
+        CHECK_MESSAGE(false, "prefill: %s", err.message);
+        return false;
+    }
+    for (int i = 0; i < DECODE; i++)
+        if (strata_session_append(session, &tokens[PROMPT + i], 1, false, &err) != STRATA_OK) {
+            CHECK_MESSAGE(false, "decode: %s", err.message);
+            return false;
+        }
+    memcpy(out, strata_session_logits(session, 0), TINY_VOCAB * sizeof(float));
+    return true;
+}
+
+static void budget_at_least_the_length_is_the_full_cache(void)
+{
+    strata_model *model = open_model();
+    if (model == NULL)
+        return;
+    int32_t tokens[PROMPT + DECODE];
+    random_tokens(tokens, PROMPT + DECODE, 1);
+    float full[TINY_VOCAB], compressed[TINY_VOCAB];
+    strata_session *reference = open_session(model, "full", 0, NULL);
+    run(reference, tokens, full);
+    for (int p = 0; p < POLICIES; p++) {
+        strata_session *session = open_session(model, policies[p], PROMPT + DECODE, NULL);
+        if (session != NULL && run(session, tokens, compressed))
+            CHECK_MESSAGE(memcmp(full, compressed, sizeof full) == 0, "%s with a budget >= the length", policies[p]);
+        strata_session_destroy(session);
+    }
+    strata_session_destroy(reference);
+    strata_model_close(model);
+}
+
+static void budget_is_respected_and_blocks_return_to_the_pool(void)
+{
+    strata_model *model = open_model();
+    if (model == NULL)
+        return;
+    int32_t tokens[PROMPT + DECODE];
+    random_tokens(tokens, PROMPT + DECODE, 2);
+    float logits[TINY_VOCAB];
+    strata_session *reference = open_session(model, "full", 0, NULL);
+    run(reference, tokens, logits);
+    strata_kv_stats stats;
+    strata_model_kv_stats(model, &stats);
+    int64_t full_blocks = stats.used_blocks;
+    strata_session_destroy(reference);
+    int32_t heads = 0, layers = strata_model_kv_layout(model, &heads);
+    for (int p = 0; p < POLICIES; p++) {
+        bool snapkv = strcmp(policies[p], "snapkv") == 0;
+        strata_session *session = open_session(model, policies[p], BUDGET, snapkv ? "observation=8" : NULL);
+        if (session == NULL || !run(session, tokens, logits))
+            continue;
+        int64_t slots[16];
+        strata_session_kv_slots(session, slots);
+        /* SnapKV compresses once, after the prompt; the decode steps then add to it. */
+        int64_t limit = snapkv ? BUDGET + DECODE : BUDGET;
+        for (int t = 0; t < layers * heads; t++)
+            CHECK_MESSAGE(slots[t] <= limit && slots[t] > 0, "%s table %d holds %lld slots (budget %d)",
+                          policies[p], t, (long long)slots[t], BUDGET);
+        strata_model_kv_stats(model, &stats);
+        CHECK_MESSAGE(stats.used_blocks < full_blocks, "%s: %lld blocks in use, the full cache used %lld",
+                      policies[p], (long long)stats.used_blocks, (long long)full_blocks);
+        CHECK(isfinite(logits[0]));
+        strata_session_destroy(session);
+    }
+    strata_model_close(model);
+}
+
+static void runs_are_deterministic(void)
+{
+    strata_model *model = open_model();
+    if (model == NULL)
+        return;
+    int32_t tokens[PROMPT + DECODE];
+    random_tokens(tokens, PROMPT + DECODE, 3);
+    for (int p = 0; p < POLICIES; p++) {
+        float first[TINY_VOCAB], second[TINY_VOCAB];
+        strata_session *a = open_session(model, policies[p], BUDGET, NULL);
+        strata_session *b = open_session(model, policies[p], BUDGET, NULL);
+        if (a != NULL && b != NULL && run(a, tokens, first) && run(b, tokens, second))
+            CHECK_MESSAGE(memcmp(first, second, sizeof first) == 0, "%s is not deterministic", policies[p]);
+        strata_session_destroy(a);
+        strata_session_destroy(b);
+    }
+    strata_model_close(model);
+}
+
+/* Three sessions with different policies decoded in one batched step equal
+ * the same sessions decoded one at a time. */
+static void different_policies_share_one_batch_step(void)
+{
+    strata_model *model = open_model();
+    if (model == NULL)
+        return;
+    int32_t tokens[PROMPT + 1];
+    random_tokens(tokens, PROMPT + 1, 4);
+    strata_session *batched[POLICIES], *alone[POLICIES];
+    const int32_t *next[POLICIES];
+    size_t counts[POLICIES];
+    strata_error err = {0};
+    for (int p = 0; p < POLICIES; p++) {
+        batched[p] = open_session(model, policies[p], BUDGET, NULL);
+        alone[p] = open_session(model, policies[p], BUDGET, NULL);
+        if (batched[p] == NULL || alone[p] == NULL)
+            return;
+        CHECK(strata_session_append(batched[p], tokens, PROMPT, false, &err) == STRATA_OK);
+        CHECK(strata_session_append(alone[p], tokens, PROMPT, false, &err) == STRATA_OK);
+        next[p] = &tokens[PROMPT];
+        counts[p] = 1;
+    }
+    CHECK_MESSAGE(strata_sessions_append(batched, next, counts, POLICIES, &err) == STRATA_OK, "%s", err.message);
+    for (int p = 0; p < POLICIES; p++) {
+        CHECK(strata_session_append(alone[p], &tokens[PROMPT], 1, false, &err) == STRATA_OK);
+        const float *x = strata_session_logits(batched[p], 0), *y = strata_session_logits(alone[p], 0);
+        double largest = 0, difference = 0;
+        for (int i = 0; i < TINY_VOCAB; i++) {
+            largest = fmax(largest, fabs(y[i]));
+            difference = fmax(difference, fabs(x[i] - y[i]));
+        }
+        CHECK_MESSAGE(difference <= 1e-5 * largest, "%s: batched vs alone differ by %g", policies[p], difference);
+        strata_session_destroy(batched[p]);
+        strata_session_destroy(alone[p]);
+    }
+    strata_model_close(model);
+}
+
+/* A fork shares its parent's blocks; when the fork's policy compresses them
+ * on its decode steps it must copy them, never change the parent: the
+ * parent's next logits equal those of an identical session nobody forked. */
+static void compressing_a_fork_leaves_the_parent_untouched(void)
+{
+    strata_model *model = open_model();
+    if (model == NULL)
+        return;
+    int32_t tokens[PROMPT + DECODE];
+    random_tokens(tokens, PROMPT + DECODE, 5);
+    strata_error err = {0};
+    strata_session *parent = open_session(model, "h2o", BUDGET, NULL);
+    strata_session *untouched = open_session(model, "h2o", BUDGET, NULL);
+    strata_session *child = NULL;
+    if (parent == NULL || untouched == NULL)
+        return;
+    CHECK(strata_session_append(parent, tokens, PROMPT, false, &err) == STRATA_OK);
+    CHECK(strata_session_append(untouched, tokens, PROMPT, false, &err) == STRATA_OK);
+    CHECK(strata_session_fork(parent, &child, &err) == STRATA_OK);
+    if (child == NULL)
+        return;
+    for (int i = 0; i < DECODE; i++) /* each step evicts from blocks the parent still holds */
+        CHECK(strata_session_append(child, &tokens[PROMPT + i], 1, false, &err) == STRATA_OK);
+    CHECK(strata_session_append(parent, &tokens[PROMPT], 1, false, &err) == STRATA_OK);
+    CHECK(strata_session_append(untouched, &tokens[PROMPT], 1, false, &err) == STRATA_OK);
+    CHECK(memcmp(strata_session_logits(parent, 0), strata_session_logits(untouched, 0),
+                 TINY_VOCAB * sizeof(float)) == 0);
+    strata_session_destroy(child);
+    strata_session_destroy(parent);
+    strata_session_destroy(untouched);
+    strata_model_close(model);
+}
+
+static void unknown_policies_and_parameters_are_refused(void)
+{
+    strata_model *model = open_model();
+    if (model == NULL)
+        return;
+    strata_session *session = NULL;
+    strata_error err = {0};
+    strata_session_options options = {.kv_policy = "magic", .kv_budget_tokens = 8};
+    CHECK(strata_session_create(model, &options, &session, &err) == STRATA_E_INVALID_ARGUMENT && session == NULL);
+    CHECK_MESSAGE(strstr(err.message, "streaming") != NULL, "message lists the policies: %s", err.message);
+    options = (strata_session_options){.kv_policy = "streaming", .kv_budget_tokens = 8, .kv_policy_params = "sink=3"};
+    CHECK(strata_session_create(model, &options, &session, &err) == STRATA_E_INVALID_ARGUMENT);
+    CHECK_MESSAGE(strstr(err.message, "sinks") != NULL, "message lists the parameters: %s", err.message);
+    options.kv_policy_params = "sinks=-2";
+    CHECK(strata_session_create(model, &options, &session, &err) == STRATA_E_INVALID_ARGUMENT);
+    options.kv_policy_params = "sinks=2";
+    CHECK(strata_session_create(model, &options, &session, &err) == STRATA_OK);
+    strata_session_destroy(session);
+    strata_model_close(model);
+}
+
+int main(void)
+{
+    RUN_CASE(budget_at_least_the_length_is_the_full_cache);
+    RUN_CASE(budget_is_respected_and_blocks_return_to_the_pool);
+    RUN_CASE(runs_are_deterministic);
+    RUN_CASE(different_policies_share_one_batch_step);
+    RUN_CASE(compressing_a_fork_leaves_the_parent_untouched);
+    RUN_CASE(unknown_policies_and_parameters_are_refused);
+    TEST_EXIT();
+}
