@@ -9,6 +9,9 @@
  *   strata-kv-bench prefix [-m MODEL] [-t T] [--requests 32] [--system 2048] [--question 64]
  *       time to first token of R requests that share a system prompt and
  *       differ in their question, with the prefix cache on and off.
+ *   strata-kv-bench policies [-m MODEL] [-t T] [--prompt 16384] [--budgets 2048,512] [--generate 32]
+ *       for the full cache and every KV policy at each budget: KV bytes the
+ *       session holds after the prompt and after decoding, and decode tokens/s.
  *
  * Tokens are drawn from the vocabulary with fixed seeds. Every mode prints
  * one line per measurement and, with --json, one JSON object per line. */
@@ -33,6 +36,8 @@ typedef struct bench_options {
     int requests;
     int system;
     int question;
+    int budgets[8];
+    int budget_count;
     bool json;
 } bench_options;
 
@@ -237,6 +242,87 @@ static int bench_prefix(strata_model *model, const bench_options *o)
     return 0;
 }
 
+typedef struct policy_result {
+    uint64_t bytes_after_prompt;
+    uint64_t bytes_after_decode;
+    double prefill_seconds;
+    double decode_tok_s;
+} policy_result;
+
+/* One policy run: prefill, measure the session's KV, decode greedily, measure again. */
+static int policy_run(strata_model *model, const bench_options *o, const int32_t *prompt, const char *policy,
+                      int budget, policy_result *result)
+{
+    int32_t vocab = strata_model_vocab_size(model);
+    strata_error error = {0};
+    strata_session_options session_options = {.context_length = o->prompt + o->generate + 1, .kv_policy = policy,
+                                              .kv_budget_tokens = budget};
+    strata_session *session = NULL;
+    if (strata_session_create(model, &session_options, &session, &error) != STRATA_OK)
+        return fail(policy, &error);
+    double start = now_seconds();
+    if (strata_session_append(session, prompt, (size_t)o->prompt, false, &error) != STRATA_OK)
+        return fail("prefill", &error);
+    result->prefill_seconds = now_seconds() - start;
+    result->bytes_after_prompt = strata_session_kv_bytes(session, NULL);
+    start = now_seconds();
+    for (int i = 0; i < o->generate; i++) {
+        int32_t next = argmax(strata_session_logits(session, 0), vocab);
+        if (strata_session_append(session, &next, 1, false, &error) != STRATA_OK)
+            return fail("decode", &error);
+    }
+    result->decode_tok_s = o->generate / (now_seconds() - start);
+    result->bytes_after_decode = strata_session_kv_bytes(session, NULL);
+    strata_session_destroy(session);
+    return 0;
+}
+
+static void print_policy_result(const bench_options *o, const char *policy, int budget, const policy_result *r)
+{
+    if (o->json)
+        printf("{\"bench\": \"policy\", \"policy\": \"%s\", \"budget\": %d, \"prompt\": %d, \"generate\": %d, "
+               "\"kv_bytes_after_prompt\": %llu, \"kv_bytes_after_decode\": %llu, \"prefill_s\": %.2f, "
+               "\"decode_tok_s\": %.2f}\n",
+               policy, budget, o->prompt, o->generate, (unsigned long long)r->bytes_after_prompt,
+               (unsigned long long)r->bytes_after_decode, r->prefill_seconds, r->decode_tok_s);
+    else
+        printf("| %-9s | %6d | %10.1f | %10.1f | %8.1f | %8.2f |\n", policy, budget,
+               r->bytes_after_prompt / 1048576.0, r->bytes_after_decode / 1048576.0, r->decode_tok_s,
+               r->prefill_seconds);
+    fflush(stdout);
+}
+
+/* The full cache and every policy at each budget, on one random prompt. */
+static int bench_policies(strata_model *model, const bench_options *o)
+{
+    int32_t vocab = strata_model_vocab_size(model);
+    int32_t *prompt = malloc((size_t)o->prompt * sizeof *prompt);
+    random_tokens(prompt, o->prompt, vocab, 77);
+    if (!o->json)
+        printf("%d-token prompt, %d decoded tokens; budget = slots per (layer, KV head) of the global layers\n"
+               "| policy    | budget | KV MiB after prompt | KV MiB after decoding | decode tok/s | prefill s |\n"
+               "|---|---:|---:|---:|---:|---:|\n",
+               o->prompt, o->generate);
+    policy_result result;
+    int status = policy_run(model, o, prompt, "full", 0, &result);
+    if (status == 0)
+        print_policy_result(o, "full", 0, &result);
+    for (int b = 0; b < o->budget_count && status == 0; b++) {
+        char list[256];
+        snprintf(list, sizeof list, "%s", strata_kv_policies());
+        char *save = NULL;
+        for (char *name = strtok_r(list, ", ", &save); name != NULL && status == 0; name = strtok_r(NULL, ", ", &save)) {
+            if (strcmp(name, "full") == 0)
+                continue;
+            status = policy_run(model, o, prompt, name, o->budgets[b], &result);
+            if (status == 0)
+                print_policy_result(o, name, o->budgets[b], &result);
+        }
+    }
+    free(prompt);
+    return status;
+}
+
 static bool parse_int(const char *text, int minimum, int *out)
 {
     char *end = NULL;
@@ -252,11 +338,13 @@ static bool parse_int(const char *text, int minimum, int *out)
 int main(int argc, char **argv)
 {
     bench_options o = {.threads = 0, .sequences = {1, 4, 16}, .sequence_counts = 3, .prompt = 32, .steps = 64,
-                       .parallel = 16, .generate = 32, .requests = 32, .system = 2048, .question = 64};
+                       .parallel = 16, .generate = 32, .requests = 32, .system = 2048, .question = 64,
+                       .budgets = {2048, 512}, .budget_count = 2};
     int prompt_for_fork = 4096;
     bool prompt_given = false;
-    if (argc < 2 || (strcmp(argv[1], "batch") != 0 && strcmp(argv[1], "fork") != 0 && strcmp(argv[1], "prefix") != 0)) {
-        fprintf(stderr, "usage: strata-kv-bench batch|fork|prefix [options] (see the top of bench/kv_bench.c)\n");
+    if (argc < 2 || (strcmp(argv[1], "batch") != 0 && strcmp(argv[1], "fork") != 0 && strcmp(argv[1], "prefix") != 0 &&
+                     strcmp(argv[1], "policies") != 0)) {
+        fprintf(stderr, "usage: strata-kv-bench batch|fork|prefix|policies [options] (see the top of bench/kv_bench.c)\n");
         return 2;
     }
     o.mode = argv[1];
@@ -276,6 +364,13 @@ int main(int argc, char **argv)
             for (char *part = strtok_r(copy, ",", &save); part != NULL && ok && o.sequence_counts < 16;
                  part = strtok_r(NULL, ",", &save))
                 ok = parse_int(part, 1, &o.sequences[o.sequence_counts++]);
+            free(copy);
+        } else if (strcmp(flag, "--budgets") == 0 && ok) {
+            o.budget_count = 0;
+            char *copy = strdup(value), *save = NULL;
+            for (char *part = strtok_r(copy, ",", &save); part != NULL && ok && o.budget_count < 8;
+                 part = strtok_r(NULL, ",", &save))
+                ok = parse_int(part, 1, &o.budgets[o.budget_count++]);
             free(copy);
         } else if (strcmp(flag, "--prompt") == 0 && ok) {
             ok = parse_int(value, 2, &o.prompt);
@@ -302,6 +397,8 @@ int main(int argc, char **argv)
     }
     if (strcmp(o.mode, "fork") == 0 && !prompt_given)
         o.prompt = prompt_for_fork;
+    if (strcmp(o.mode, "policies") == 0 && !prompt_given)
+        o.prompt = 16384;
     char default_model[1024];
     if (o.model_path == NULL) {
         const char *cache = getenv("STRATA_CACHE"), *home = getenv("HOME");
@@ -317,9 +414,10 @@ int main(int argc, char **argv)
     strata_model_options model_options = {.threads = o.threads};
     if (strata_model_open(o.model_path, &model_options, &model, &error) != STRATA_OK)
         return fail(o.model_path, &error);
-    int status = strcmp(o.mode, "batch") == 0 ? bench_batch(model, &o)
-               : strcmp(o.mode, "fork") == 0  ? bench_fork(model, &o)
-                                              : bench_prefix(model, &o);
+    int status = strcmp(o.mode, "batch") == 0    ? bench_batch(model, &o)
+               : strcmp(o.mode, "fork") == 0     ? bench_fork(model, &o)
+               : strcmp(o.mode, "policies") == 0 ? bench_policies(model, &o)
+                                                 : bench_prefix(model, &o);
     strata_model_close(model);
     return status;
 }

@@ -95,5 +95,6 @@ extern const kv_policy_ops kv_policy_full;
 extern const kv_policy_ops kv_policy_streaming;
 extern const kv_policy_ops kv_policy_h2o;
 extern const kv_policy_ops kv_policy_snapkv;
+extern const kv_policy_ops kv_policy_pyramidkv;
 
 #endif

@@ -14,7 +14,7 @@
 
 enum { PROMPT = 60, DECODE = 6, BUDGET = 20 };
 
-static const char *const policies[] = {"streaming", "h2o", "snapkv"};
+static const char *const policies[] = {"streaming", "h2o", "snapkv", "pyramidkv"};
 enum { POLICIES = sizeof policies / sizeof policies[0] };
 
 static strata_model *open_model(void)
@@ -96,14 +96,15 @@ static void budget_is_respected_and_blocks_return_to_the_pool(void)
     strata_session_destroy(reference);
     int32_t heads = 0, layers = strata_model_kv_layout(model, &heads);
     for (int p = 0; p < POLICIES; p++) {
-        bool snapkv = strcmp(policies[p], "snapkv") == 0;
+        bool snapkv = strcmp(policies[p], "snapkv") == 0 || strcmp(policies[p], "pyramidkv") == 0;
         strata_session *session = open_session(model, policies[p], BUDGET, snapkv ? "observation=8" : NULL);
         if (session == NULL || !run(session, tokens, logits))
             continue;
         int64_t slots[16];
         strata_session_kv_slots(session, slots);
-        /* SnapKV compresses once, after the prompt; the decode steps then add to it. */
-        int64_t limit = snapkv ? BUDGET + DECODE : BUDGET;
+        /* SnapKV and PyramidKV compress once, after the prompt; the decode steps
+         * then add to it. PyramidKV gives the lower layer up to twice the budget. */
+        int64_t limit = strcmp(policies[p], "pyramidkv") == 0 ? 2 * BUDGET + DECODE : snapkv ? BUDGET + DECODE : BUDGET;
         for (int t = 0; t < layers * heads; t++)
             CHECK_MESSAGE(slots[t] <= limit && slots[t] > 0, "%s table %d holds %lld slots (budget %d)",
                           policies[p], t, (long long)slots[t], BUDGET);

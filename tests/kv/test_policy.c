@@ -12,7 +12,11 @@
  * slots than raw mass would, and pooling never reads the window's mass;
  * tables within budget and the windowed layer are never touched; the masses
  * move with their slots; the pool gets back exactly the blocks the
- * compaction emptied; the same input gives the same kept slots. */
+ * compaction emptied; the same input gives the same kept slots. PyramidKV
+ * runs on up to 5 layers (4 global): its layer budgets follow the formula
+ * of kv/policy/pyramidkv.c (rounding and the clamp at the sequence length
+ * included) and sum to layers x budget, each layer keeps what SnapKV keeps
+ * with that layer's budget, and beta = 1 is SnapKV. */
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -23,7 +27,9 @@
 #include "kv/seq.h"
 #include "test_util.h"
 
-enum { LAYERS = 2, HEADS = 2, TABLES = LAYERS * HEADS, BLOCK = 16, KEY = 4, VALUE = 4, PROMPT = 100, CAP = 128 };
+/* Most cases use LAYERS layers; the PyramidKV cases up to MAX_LAYERS (layer 0 always windowed). */
+enum { LAYERS = 2, MAX_LAYERS = 5, HEADS = 2, TABLES = MAX_LAYERS * HEADS, BLOCK = 16, KEY = 4, VALUE = 4 };
+enum { PROMPT = 100, CAP = 128 };
 
 extern const kv_policy_ops *const kv_policies[];
 extern const int kv_policy_count;
@@ -33,7 +39,8 @@ extern const int kv_policy_count;
 typedef struct fixture {
     kv_pool *pool;
     kv_seq *seq;
-    bool windowed[LAYERS];
+    int32_t layers;
+    bool windowed[MAX_LAYERS];
     float mass_storage[TABLES][CAP];
     float *mass[TABLES];
     float original[TABLES][CAP]; /* mass by position, to follow slots through a compaction */
@@ -54,7 +61,7 @@ static void append(fixture *f, int64_t tokens)
     for (int64_t i = 0; i < tokens * HEADS * KEY; i++)
         keys[i] = values[i] = (float)i;
     CHECK_MESSAGE(kv_seq_reserve(f->seq, tokens, &error) == STRATA_OK, "%s", error.message);
-    for (int32_t layer = 0; layer < LAYERS; layer++)
+    for (int32_t layer = 0; layer < f->layers; layer++)
         kv_seq_write(f->seq, layer, keys, values, tokens, positions);
     kv_seq_advance(f->seq, tokens);
 }
@@ -65,12 +72,15 @@ static float baseline(int32_t head, int64_t position)
     return 0.0001f * (float)position + 0.00001f * (float)head;
 }
 
-/* Builds the 100-slot sequence, the masses of the layer-1 tables and the view for ops with param text. */
-static void fixture_init(fixture *f, const kv_policy_ops *ops, const char *params, int64_t budget)
+/* Builds the 100-slot sequence of `layers` layers, the masses of the global
+ * tables (the same in every global layer) and the view for ops with param text. */
+static void fixture_init_layers(fixture *f, int32_t layers, const kv_policy_ops *ops, const char *params,
+                                int64_t budget)
 {
     memset(f, 0, sizeof *f);
+    f->layers = layers;
     kv_pool_config config = {.block_tokens = BLOCK,
-                             .layer_count = LAYERS,
+                             .layer_count = layers,
                              .kv_head_count = HEADS,
                              .key_length = KEY,
                              .value_length = VALUE,
@@ -79,14 +89,14 @@ static void fixture_init(fixture *f, const kv_policy_ops *ops, const char *param
     strata_error error = {0};
     kv_pool *probe = NULL;
     CHECK_MESSAGE(kv_pool_create(&config, &probe, &error) == STRATA_OK, "%s", error.message);
-    config.budget_bytes = 64 * kv_pool_block_bytes(probe);
+    config.budget_bytes = 96 * kv_pool_block_bytes(probe);
     kv_pool_destroy(probe);
     CHECK_MESSAGE(kv_pool_create(&config, &f->pool, &error) == STRATA_OK, "%s", error.message);
     CHECK_MESSAGE(kv_seq_create(f->pool, &f->seq, &error) == STRATA_OK, "%s", error.message);
     append(f, PROMPT);
 
     f->windowed[0] = true;
-    for (int32_t table = 0; table < TABLES; table++) {
+    for (int32_t table = 0; table < layers * HEADS; table++) {
         f->mass[table] = table / HEADS == 0 ? NULL : f->mass_storage[table]; /* none for the windowed layer */
         for (int64_t p = 0; p < CAP; p++)
             f->mass_storage[table][p] = baseline(table % HEADS, p);
@@ -94,12 +104,17 @@ static void fixture_init(fixture *f, const kv_policy_ops *ops, const char *param
     f->ops = ops;
     CHECK_MESSAGE(kv_policy_parse_params(ops, params, f->params, &error) == STRATA_OK, "%s", error.message);
     f->view = (kv_policy_view){.seq = f->seq,
-                               .layer_count = LAYERS,
+                               .layer_count = layers,
                                .kv_head_count = HEADS,
                                .layer_is_windowed = f->windowed,
                                .budget = budget,
                                .params = f->params,
                                .mass = f->mass};
+}
+
+static void fixture_init(fixture *f, const kv_policy_ops *ops, const char *params, int64_t budget)
+{
+    fixture_init_layers(f, LAYERS, ops, params, budget);
 }
 
 static void fixture_free(fixture *f)
@@ -112,6 +127,13 @@ static void fixture_free(fixture *f)
 static void set_mass(fixture *f, int32_t head, int64_t position, float mass)
 {
     f->mass[HEADS + head][position] = mass;
+}
+
+/* Sets the same mass in every global layer's table of a head, by position. */
+static void set_mass_everywhere(fixture *f, int32_t head, int64_t position, float mass)
+{
+    for (int32_t layer = 1; layer < f->layers; layer++)
+        f->mass[layer * HEADS + head][position] = mass;
 }
 
 /* Remembers every mass by position, to check after a compaction where it went. */
@@ -205,9 +227,9 @@ static bool pool_is_consistent(const kv_pool *pool)
 
 static void the_registry_lists_each_policy_once_and_full_is_the_identity(void)
 {
-    const char *names[] = {"full", "streaming", "h2o", "snapkv"};
-    CHECK(kv_policy_count == 4);
-    for (int i = 0; i < 4; i++) {
+    const char *names[] = {"full", "streaming", "h2o", "snapkv", "pyramidkv"};
+    CHECK(kv_policy_count == 5);
+    for (int i = 0; i < 5; i++) {
         CHECK(kv_policy_find(names[i]) != NULL);
         CHECK(kv_policy_find(names[i]) == kv_policies[i]);
     }
@@ -218,6 +240,8 @@ static void the_registry_lists_each_policy_once_and_full_is_the_identity(void)
     CHECK(kv_policy_h2o.statistics == KV_STATISTICS_ACCUMULATED);
     CHECK(kv_policy_snapkv.statistics == KV_STATISTICS_OBSERVATION);
     CHECK(kv_policy_snapkv.on_decode_step == NULL); /* decode steps keep everything */
+    CHECK(kv_policy_pyramidkv.statistics == KV_STATISTICS_OBSERVATION);
+    CHECK(kv_policy_pyramidkv.on_decode_step == NULL);
     for (int i = 0; i < kv_policy_count; i++) {
         CHECK(kv_policies[i]->summary != NULL && kv_policies[i]->param_count <= KV_POLICY_MAX_PARAMS);
         double values[KV_POLICY_MAX_PARAMS];
@@ -228,6 +252,11 @@ static void the_registry_lists_each_policy_once_and_full_is_the_identity(void)
     CHECK(kv_policy_param_value(&kv_policy_snapkv, values, "observation") == 32);
     CHECK(kv_policy_param_value(&kv_policy_snapkv, values, "kernel") == 7);
     CHECK(kv_policy_param_value(&kv_policy_snapkv, values, "pooling") == 0);
+    CHECK(kv_policy_parse_params(&kv_policy_pyramidkv, NULL, values, NULL) == STRATA_OK);
+    CHECK(kv_policy_param_value(&kv_policy_pyramidkv, values, "observation") == 32); /* the session reads it */
+    CHECK(kv_policy_param_value(&kv_policy_pyramidkv, values, "kernel") == 7);
+    CHECK(kv_policy_param_value(&kv_policy_pyramidkv, values, "pooling") == 0);
+    CHECK(kv_policy_param_value(&kv_policy_pyramidkv, values, "beta") == 20);
     CHECK(kv_policy_parse_params(&kv_policy_streaming, NULL, values, NULL) == STRATA_OK && values[0] == 4);
     CHECK(kv_policy_parse_params(&kv_policy_h2o, NULL, values, NULL) == STRATA_OK && values[0] == 0.5);
 }
@@ -463,15 +492,146 @@ static void the_same_input_twice_keeps_the_same_slots(void)
             run_hook(&f, false);
             append(&f, 1);
             run_hook(&f, true);
-            for (int32_t table = 0; table < TABLES; table++)
+            for (int32_t table = 0; table < LAYERS * HEADS; table++)
                 counts[run][table] = positions_of(&f, table / HEADS, table % HEADS, kept[run][table]);
             fixture_free(&f);
         }
-        for (int32_t table = 0; table < TABLES; table++) {
+        for (int32_t table = 0; table < LAYERS * HEADS; table++) {
             CHECK_MESSAGE(counts[0][table] == counts[1][table], "%s", kv_policies[i]->name);
             CHECK_MESSAGE(memcmp(kept[0][table], kept[1][table], (size_t)counts[0][table] * sizeof(int64_t)) == 0,
                           "%s", kv_policies[i]->name);
         }
+    }
+}
+
+/* An irregular mass pattern with ties, the same in every global layer. */
+static void set_irregular_masses(fixture *f)
+{
+    for (int64_t p = 0; p < PROMPT; p++)
+        for (int32_t head = 0; head < HEADS; head++)
+            set_mass_everywhere(f, head, p, (float)((p * 7919 + head * 31) % 13));
+}
+
+static void pyramidkv_layer_budgets_fall_arithmetically_and_sum_to_layers_times_the_budget(void)
+{
+    /* Layer 0 is windowed; want[i] is the budget of global layer i + 1. */
+    static const struct {
+        int32_t layers;
+        const char *params;
+        int64_t budget;
+        int64_t want[MAX_LAYERS - 1];
+    } cases[] = {
+        /* w 8, C 16, c_min 4, c_max 28: c = 28, 20, 12, 4. */
+        {5, "observation=8,beta=4", 24, {36, 28, 20, 12}},
+        /* c_min 5, c_max 27: x = 27, 19.67, 12.33, 5; one fraction rounds up, the first. */
+        {5, "observation=8,beta=3", 24, {35, 28, 20, 13}},
+        /* beta 20: c_min floor(16/20) = 0, raised to 1; c_max 31: c = 31, 21, 11, 1. */
+        {5, "observation=8", 24, {39, 29, 19, 9}},
+        /* C 52, c_max 102 > n - w = 92: c_max 92, c_min 12; x = 92, 65.33, 38.67, 12. */
+        {5, "observation=8", 60, {100, 74, 46, 20}},
+        /* A budget within the window: every layer keeps its last 20 slots. */
+        {5, "observation=32", 20, {20, 20, 20, 20}},
+        /* Three global layers: c = 28, 16, 4. */
+        {4, "observation=8,beta=4", 24, {36, 24, 12}},
+        /* One global layer keeps the budget, as SnapKV. */
+        {2, "observation=8,beta=4", 24, {24}},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        fixture f;
+        fixture_init_layers(&f, cases[c].layers, &kv_policy_pyramidkv, cases[c].params, cases[c].budget);
+        set_irregular_masses(&f);
+        int64_t free_before = kv_pool_free_blocks(f.pool);
+        run_hook(&f, false);
+        int64_t sum = 0, freed = 0;
+        for (int32_t layer = 1; layer < cases[c].layers; layer++) {
+            int64_t want = cases[c].want[layer - 1];
+            for (int32_t head = 0; head < HEADS; head++) {
+                int64_t got = kv_seq_table(f.seq, layer, head)->slot_count;
+                CHECK_MESSAGE(got == want, "case %zu layer %d head %d: %" PRId64 " slots, want %" PRId64, c, layer,
+                              head, got, want);
+            }
+            if (layer > 1)
+                CHECK(want <= cases[c].want[layer - 2]); /* never rising */
+            sum += want;
+            freed += HEADS * (blocks_for(PROMPT) - blocks_for(want));
+        }
+        CHECK_MESSAGE(sum == (cases[c].layers - 1) * cases[c].budget, "case %zu", c);
+        CHECK(windowed_layer_is_intact(&f));
+        CHECK(kv_pool_free_blocks(f.pool) == free_before + freed);
+        CHECK(pool_is_consistent(f.pool));
+
+        append(&f, 1); /* decode steps keep everything */
+        run_hook(&f, true);
+        for (int32_t layer = 1; layer < cases[c].layers; layer++)
+            CHECK(kv_seq_table(f.seq, layer, 0)->slot_count == cases[c].want[layer - 1] + 1);
+        fixture_free(&f);
+    }
+}
+
+/* Whether layer `layer` of a and b holds the same positions in every head. */
+static bool same_layer(const fixture *a, const fixture *b, int32_t layer)
+{
+    int64_t want[CAP];
+    bool same = true;
+    for (int32_t head = 0; head < HEADS; head++) {
+        int64_t n = positions_of(b, layer, head, want);
+        same &= holds(a, layer, head, want, n);
+    }
+    return same;
+}
+
+static void pyramidkv_chooses_in_each_layer_what_snapkv_chooses_with_that_layers_budget(void)
+{
+    const int64_t budgets[] = {35, 28, 20, 13}; /* of observation=8,beta=3, budget 24 */
+    fixture pyramid;
+    fixture_init_layers(&pyramid, 5, &kv_policy_pyramidkv, "observation=8,kernel=3,beta=3", 24);
+    set_irregular_masses(&pyramid);
+    set_mass_everywhere(&pyramid, 0, 50, 20); /* a spike max pooling spreads over 49..51 */
+    run_hook(&pyramid, false);
+    for (int32_t layer = 1; layer < 5; layer++) {
+        fixture snap;
+        fixture_init_layers(&snap, 5, &kv_policy_snapkv, "observation=8,kernel=3", budgets[layer - 1]);
+        set_irregular_masses(&snap);
+        set_mass_everywhere(&snap, 0, 50, 20);
+        run_hook(&snap, false);
+        CHECK_MESSAGE(same_layer(&pyramid, &snap, layer), "layer %d", layer);
+        fixture_free(&snap);
+    }
+    CHECK(windowed_layer_is_intact(&pyramid));
+    fixture_free(&pyramid);
+
+    /* beta = 1 gives every layer the same budget: SnapKV's choice everywhere, average pooling too. */
+    fixture flat, snap;
+    fixture_init_layers(&flat, 5, &kv_policy_pyramidkv, "observation=8,kernel=5,pooling=1,beta=1", 24);
+    fixture_init_layers(&snap, 5, &kv_policy_snapkv, "observation=8,kernel=5,pooling=1", 24);
+    set_irregular_masses(&flat);
+    set_irregular_masses(&snap);
+    remember_masses(&flat);
+    run_hook(&flat, false);
+    run_hook(&snap, false);
+    for (int32_t layer = 1; layer < 5; layer++) {
+        CHECK_MESSAGE(same_layer(&flat, &snap, layer), "layer %d", layer);
+        CHECK(kv_seq_table(flat.seq, layer, 0)->slot_count == 24);
+    }
+    CHECK(masses_follow_slots(&flat));
+    fixture_free(&flat);
+    fixture_free(&snap);
+}
+
+static void pyramidkv_with_a_budget_of_at_least_the_slot_count_changes_nothing_in_any_layer(void)
+{
+    const int64_t budgets[] = {PROMPT, PROMPT + 1, 1000};
+    for (int b = 0; b < 3; b++) {
+        fixture f;
+        fixture_init_layers(&f, 5, &kv_policy_pyramidkv, "observation=8", budgets[b]);
+        set_irregular_masses(&f);
+        int64_t free_before = kv_pool_free_blocks(f.pool);
+        run_hook(&f, false);
+        for (int32_t layer = 0; layer < 5; layer++)
+            for (int32_t head = 0; head < HEADS; head++)
+                CHECK(kv_seq_table(f.seq, layer, head)->slot_count == PROMPT);
+        CHECK(kv_pool_free_blocks(f.pool) == free_before);
+        fixture_free(&f);
     }
 }
 
@@ -486,6 +646,9 @@ int main(void)
     RUN_CASE(snapkv_keeps_the_window_and_the_top_max_pooled_slots);
     RUN_CASE(snapkv_average_pooling_is_clipped_at_the_edges_and_prefers_clusters);
     RUN_CASE(snapkv_with_a_budget_within_the_window_keeps_the_last_slots);
+    RUN_CASE(pyramidkv_layer_budgets_fall_arithmetically_and_sum_to_layers_times_the_budget);
+    RUN_CASE(pyramidkv_chooses_in_each_layer_what_snapkv_chooses_with_that_layers_budget);
+    RUN_CASE(pyramidkv_with_a_budget_of_at_least_the_slot_count_changes_nothing_in_any_layer);
     RUN_CASE(a_budget_of_at_least_the_slot_count_changes_nothing);
     RUN_CASE(the_same_input_twice_keeps_the_same_slots);
     TEST_EXIT();

@@ -11,6 +11,7 @@ const kv_policy_ops *const kv_policies[] = {
     &kv_policy_streaming,
     &kv_policy_h2o,
     &kv_policy_snapkv,
+    &kv_policy_pyramidkv,
 };
 
 const int kv_policy_count = (int)(sizeof kv_policies / sizeof kv_policies[0]);

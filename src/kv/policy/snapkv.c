@@ -18,6 +18,8 @@
  * after, as PyTorch's padding kernel/2 does. With a budget of at most
  * `observation` slots a table keeps its last `budget` slots. Decode steps
  * keep everything: the cache grows again after the prompt, as in the paper.
+ * The choice itself, snapkv_compress (kv/policy/snapkv_select.h), takes a
+ * budget per layer, so that PyramidKV (kv/policy/pyramidkv.c) shares it.
  *
  * Parameters:
  *   observation  (default 32; the paper uses 32..64) last prompt queries whose
@@ -32,8 +34,7 @@
 #include <stdlib.h>
 
 #include "base/error.h"
-
-enum { SNAPKV_OBSERVATION = 0, SNAPKV_KERNEL = 1, SNAPKV_POOLING = 2 };
+#include "kv/policy/snapkv_select.h"
 
 static const kv_policy_param snapkv_params[] = {
     {"observation", 32, 1, 1 << 20, "last prompt queries whose attention scores the keys (slots always kept)"},
@@ -59,57 +60,69 @@ static void snapkv_pool(const float *mass, int64_t n, int64_t kernel, bool avera
     }
 }
 
-static strata_status snapkv_prefill_end(const kv_policy_view *view, strata_error *err)
+/* The budget of a layer's tables. */
+static int64_t snapkv_layer_budget(const kv_policy_view *view, const int64_t *layer_budgets, int32_t layer)
 {
-    if (view->budget < 0)
-        return strata_fail(err, STRATA_E_INVALID_ARGUMENT, "snapkv: the KV budget is %" PRId64 ", below 0",
-                           view->budget);
+    return layer_budgets != NULL ? layer_budgets[layer] : view->budget;
+}
+
+strata_status snapkv_compress(const kv_policy_view *view, const int64_t *layer_budgets, const char *policy,
+                              strata_error *err)
+{
     int64_t observation = (int64_t)llround(view->params[SNAPKV_OBSERVATION]);
     int64_t kernel = (int64_t)llround(view->params[SNAPKV_KERNEL]);
     bool average = llround(view->params[SNAPKV_POOLING]) != 0;
     if (kernel < 1)
         kernel = 1;
-    int64_t window = observation < view->budget ? observation : view->budget;
-    int64_t chosen = view->budget - window; /* slots chosen by pooled mass */
 
-    int64_t most_slots = 0;
+    int64_t most_slots = 0, most_kept = 1;
     for (int32_t layer = 0; layer < view->layer_count; layer++) {
         if (view->layer_is_windowed != NULL && view->layer_is_windowed[layer])
             continue;
+        int64_t budget = snapkv_layer_budget(view, layer_budgets, layer);
+        if (budget < 0)
+            return strata_fail(err, STRATA_E_INVALID_ARGUMENT,
+                               "%s: the KV budget of layer %" PRId32 " is %" PRId64 ", below 0", policy, layer,
+                               budget);
         for (int32_t head = 0; head < view->kv_head_count; head++) {
             int64_t slots = kv_seq_table(view->seq, layer, head)->slot_count;
-            if (slots <= view->budget)
+            if (slots <= budget)
                 continue;
-            if (chosen > 0 &&
+            if (budget > observation &&
                 (view->mass == NULL || view->mass[(int64_t)layer * view->kv_head_count + head] == NULL))
                 return strata_fail(err, STRATA_E_INVALID_ARGUMENT,
-                                   "snapkv: no observation-window attention mass for layer %" PRId32
+                                   "%s: no observation-window attention mass for layer %" PRId32
                                    " KV head %" PRId32 " (the session must keep OBSERVATION statistics)",
-                                   layer, head);
+                                   policy, layer, head);
             if (slots > most_slots)
                 most_slots = slots;
+            if (budget > most_kept)
+                most_kept = budget;
         }
     }
     if (most_slots == 0)
         return STRATA_OK;
     int64_t *order = malloc((size_t)most_slots * sizeof *order);
     float *pooled = malloc((size_t)most_slots * sizeof *pooled);
-    int64_t *keep = malloc((size_t)(view->budget > 0 ? view->budget : 1) * sizeof *keep);
+    int64_t *keep = malloc((size_t)most_kept * sizeof *keep);
     if (order == NULL || pooled == NULL || keep == NULL) {
         free(order);
         free(pooled);
         free(keep);
-        return strata_fail(err, STRATA_E_OUT_OF_MEMORY, "snapkv: cannot allocate scratch for %" PRId64 " slots",
-                           most_slots);
+        return strata_fail(err, STRATA_E_OUT_OF_MEMORY, "%s: cannot allocate scratch for %" PRId64 " slots",
+                           policy, most_slots);
     }
 
     strata_status status = STRATA_OK;
     for (int32_t layer = 0; layer < view->layer_count && status == STRATA_OK; layer++) {
         if (view->layer_is_windowed != NULL && view->layer_is_windowed[layer])
             continue;
+        int64_t budget = snapkv_layer_budget(view, layer_budgets, layer);
+        int64_t window = observation < budget ? observation : budget;
+        int64_t chosen = budget - window; /* slots chosen by pooled mass */
         for (int32_t head = 0; head < view->kv_head_count && status == STRATA_OK; head++) {
             int64_t slots = kv_seq_table(view->seq, layer, head)->slot_count;
-            if (slots <= view->budget)
+            if (slots <= budget)
                 continue;
             int64_t before_window = slots - window; /* candidates: slots [0, before_window) */
             int64_t count = 0;
@@ -130,6 +143,11 @@ static strata_status snapkv_prefill_end(const kv_policy_view *view, strata_error
     free(pooled);
     free(keep);
     return status;
+}
+
+static strata_status snapkv_prefill_end(const kv_policy_view *view, strata_error *err)
+{
+    return snapkv_compress(view, NULL, "snapkv", err);
 }
 
 const kv_policy_ops kv_policy_snapkv = {
