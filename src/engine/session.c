@@ -48,15 +48,6 @@ struct strata_session {
     bool *layer_is_windowed;
 };
 
-static int64_t *layer_windows(const strata_model *model)
-{
-    int64_t *windows = calloc((size_t)model->params.layer_count, sizeof *windows);
-    if (windows != NULL)
-        for (int64_t il = 0; il < model->params.layer_count; il++)
-            windows[il] = model->layers[il].sliding_window ? model->params.sliding_window : 0;
-    return windows;
-}
-
 const char *strata_kv_policies(void)
 {
     static char names[256];
@@ -424,11 +415,7 @@ strata_status strata_session_rewind(strata_session *session, size_t position, st
         return strata_fail(err, STRATA_E_INVALID_ARGUMENT,
                            "cannot rewind to position %zu: the session holds only %lld tokens", position,
                            (long long)length);
-    int64_t *windows = layer_windows(session->model);
-    if (windows == NULL)
-        return strata_fail(err, STRATA_E_OUT_OF_MEMORY, "cannot allocate layer windows");
-    strata_status status = kv_seq_rewind(session->seq, (int64_t)position, windows, err);
-    free(windows);
+    strata_status status = kv_seq_rewind(session->seq, (int64_t)position, session->model->window_by_layer, err);
     if (status != STRATA_OK)
         return status;
     session->logit_rows = 0;

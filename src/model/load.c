@@ -367,14 +367,12 @@ static strata_status create_kv(loader *l, const strata_model_options *options)
     strata_status status = kv_pool_create(&config, &m->kv_pool, l->err);
     if (status != STRATA_OK)
         return status;
-    int64_t *windows = calloc((size_t)p->layer_count, sizeof *windows);
-    if (windows == NULL)
+    m->window_by_layer = calloc((size_t)p->layer_count, sizeof *m->window_by_layer);
+    if (m->window_by_layer == NULL)
         return strata_fail(l->err, STRATA_E_OUT_OF_MEMORY, "cannot allocate %lld layer windows", (long long)p->layer_count);
     for (int64_t il = 0; il < p->layer_count; il++)
-        windows[il] = m->layers[il].sliding_window ? p->sliding_window : 0;
-    status = kv_radix_create(m->kv_pool, windows, &m->prefix_cache, l->err);
-    free(windows);
-    return status;
+        m->window_by_layer[il] = m->layers[il].sliding_window ? p->sliding_window : 0;
+    return kv_radix_create(m->kv_pool, m->window_by_layer, &m->prefix_cache, l->err);
 }
 
 strata_status strata_model_open(const char *path, const strata_model_options *options,
@@ -452,6 +450,7 @@ void strata_model_close(strata_model *model)
         return;
     kv_radix_destroy(model->prefix_cache);
     kv_pool_destroy(model->kv_pool);
+    free(model->window_by_layer);
     compute_context_destroy(model->compute);
     tokenizer_destroy(model->tokenizer);
     free(model->layers);

@@ -64,6 +64,7 @@ struct strata_model {
     weight_matrix output;     /* token_embedding when tied */
     const float *output_norm;
     const float *rope_frequency_factors; /* rotated_dims / 2 values, or NULL */
+    int64_t *window_by_layer;  /* per layer: its sliding window, 0 for global layers */
     tokenizer *tokenizer;
     compute_context *compute;
     kv_pool *kv_pool;          /* all KV memory of every session of this model */
