@@ -461,8 +461,7 @@ typedef struct inserted_prefix {
     int32_t ids[MAX_TOKENS];
 } inserted_prefix;
 
-static uint64_t random_state;
-
+/* A linear congruential step over tests/test_util.h's random_state. */
 static uint32_t random_below(uint32_t limit)
 {
     random_state = random_state * 6364136223846793005ull + 1442695040888963407ull;

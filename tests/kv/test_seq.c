@@ -810,16 +810,6 @@ typedef struct shadow_seq {
 } shadow_seq;
 
 static shadow_seq shadows[STRESS_LIVE];
-static uint64_t random_state;
-
-/* splitmix64: a small generator whose whole state is the seed. */
-static uint64_t random_u64(void)
-{
-    uint64_t z = (random_state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
 
 static int64_t random_below(int64_t limit)
 {

@@ -34,16 +34,6 @@
 
 /* ---- helpers ----------------------------------------------------------- */
 
-static uint64_t random_state;
-
-/* splitmix64: a small generator whose whole state is the seed. */
-static uint64_t random_u64(void)
-{
-    uint64_t z = (random_state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
 
 static uint32_t random_below(uint32_t limit)
 {
