@@ -195,6 +195,8 @@ static void attention_block(strata_model *model, forward_scratch *s, const forwa
         if (item->slot_mass != NULL && item->slot_mass[il * p->kv_head_count] != NULL) {
             args.slot_mass = item->slot_mass + il * p->kv_head_count;
             args.mass_first_token = item->mass_first_token;
+            if (item->slot_mass_squares != NULL)
+                args.slot_mass_squares = item->slot_mass_squares + il * p->kv_head_count;
         }
         compute_attention(compute, &args);
         row += item->count;

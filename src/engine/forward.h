@@ -28,6 +28,7 @@ typedef struct forward_item {
      * NULL: none collected. */
     float *const *slot_mass;
     int64_t mass_first_token;
+    float *const *slot_mass_squares; /* optional, like slot_mass: the squared probabilities */
 } forward_item;
 
 /* Activations of one step, sized for at most max_tokens new tokens in all. */

@@ -45,8 +45,13 @@ struct strata_session {
     float budget_ratio;
     int64_t budget;               /* resolved slots per table; 0 until known */
     float **mass;                 /* per table: attention mass per slot (global layers), or NULL */
+    float **mass_squares;         /* per table: the squares' sums, or NULL */
+    float **slot_arrays;          /* per table * policy->slot_arrays: the policy's own per-slot floats */
     bool *layer_is_windowed;
 };
+
+/* When a policy hook runs. */
+typedef enum policy_moment { POLICY_PREFILL_CHUNK, POLICY_PREFILL_END, POLICY_DECODE_STEP } policy_moment;
 
 const char *strata_kv_policies(void)
 {
@@ -54,6 +59,38 @@ const char *strata_kv_policies(void)
     if (names[0] == '\0')
         kv_policy_list_names(names, sizeof names);
     return names;
+}
+
+/* Allocates count per-slot arrays of context_length floats, one per table
+ * (or per table and policy array), NULL for windowed layers; *arrays stays
+ * NULL when not wanted. */
+static strata_status allocate_slot_arrays(strata_session *session, float ***arrays, int64_t count, bool wanted,
+                                          strata_error *err)
+{
+    if (!wanted || count == 0)
+        return STRATA_OK;
+    int64_t tables = session->model->params.layer_count * session->model->params.kv_head_count;
+    int64_t per_table = count / tables;
+    *arrays = calloc((size_t)count, sizeof **arrays);
+    if (*arrays == NULL)
+        return strata_fail(err, STRATA_E_OUT_OF_MEMORY, "cannot allocate KV statistics");
+    for (int64_t i = 0; i < count; i++)
+        if (!session->layer_is_windowed[i / per_table / session->model->params.kv_head_count]) {
+            (*arrays)[i] = calloc((size_t)session->context_length, sizeof(float));
+            if ((*arrays)[i] == NULL)
+                return strata_fail(err, STRATA_E_OUT_OF_MEMORY, "cannot allocate KV statistics for %lld slots",
+                                   (long long)session->context_length);
+        }
+    return STRATA_OK;
+}
+
+/* Frees what allocate_slot_arrays made. */
+static void free_slot_arrays(float **arrays, int64_t count)
+{
+    if (arrays != NULL)
+        for (int64_t i = 0; i < count; i++)
+            free(arrays[i]);
+    free(arrays);
 }
 
 /* Reads the policy fields of the options: the policy, its parameters, the
@@ -87,47 +124,54 @@ static strata_status setup_policy(strata_session *session, const strata_session_
         return strata_fail(err, STRATA_E_OUT_OF_MEMORY, "cannot allocate layer flags");
     for (int64_t il = 0; il < p->layer_count; il++)
         session->layer_is_windowed[il] = model->layers[il].sliding_window;
-    if (policy->statistics == KV_STATISTICS_NONE)
-        return STRATA_OK;
+    if (policy->slot_arrays < 0 || policy->slot_arrays > KV_POLICY_MAX_SLOT_ARRAYS)
+        return strata_fail(err, STRATA_E_INTERNAL, "KV policy '%s' asks for %d slot arrays, more than %d",
+                           policy->name, policy->slot_arrays, KV_POLICY_MAX_SLOT_ARRAYS);
     int64_t tables = p->layer_count * p->kv_head_count;
-    session->mass = calloc((size_t)tables, sizeof *session->mass);
-    if (session->mass == NULL)
-        return strata_fail(err, STRATA_E_OUT_OF_MEMORY, "cannot allocate KV statistics");
-    for (int64_t t = 0; t < tables; t++)
-        if (!session->layer_is_windowed[t / p->kv_head_count]) {
-            session->mass[t] = calloc((size_t)session->context_length, sizeof(float));
-            if (session->mass[t] == NULL)
-                return strata_fail(err, STRATA_E_OUT_OF_MEMORY, "cannot allocate KV statistics for %lld slots",
-                                   (long long)session->context_length);
-        }
-    return STRATA_OK;
+    status = allocate_slot_arrays(session, &session->mass, tables, policy->statistics != KV_STATISTICS_NONE, err);
+    if (status == STRATA_OK)
+        status = allocate_slot_arrays(session, &session->mass_squares, tables,
+                                      policy->statistics != KV_STATISTICS_NONE && policy->mass_squares, err);
+    if (status == STRATA_OK)
+        status = allocate_slot_arrays(session, &session->slot_arrays, tables * policy->slot_arrays,
+                                      policy->slot_arrays > 0, err);
+    return status;
 }
 
 /* Zeroes the statistics of the slots a step of `count` tokens will add (and,
  * for observation statistics at the start of a prompt, all of them). */
 static void prepare_statistics(strata_session *session, int64_t count, bool new_prompt)
 {
-    if (session->mass == NULL)
+    if (session->policy == NULL)
         return;
     const model_params *p = &session->model->params;
-    for (int64_t t = 0; t < p->layer_count * p->kv_head_count; t++) {
-        if (session->mass[t] == NULL)
-            continue;
+    int64_t tables = p->layer_count * p->kv_head_count, per_table = session->policy->slot_arrays;
+    for (int64_t t = 0; t < tables; t++) {
         int64_t slots = kv_seq_table(session->seq, (int32_t)(t / p->kv_head_count), (int32_t)(t % p->kv_head_count))
                             ->slot_count;
         int64_t from = new_prompt && session->policy->statistics == KV_STATISTICS_OBSERVATION ? 0 : slots;
         int64_t to = slots + count < session->context_length ? slots + count : session->context_length;
-        if (to > from)
-            memset(session->mass[t] + from, 0, (size_t)(to - from) * sizeof(float));
+        float *statistics[2] = {session->mass != NULL ? session->mass[t] : NULL,
+                                session->mass_squares != NULL ? session->mass_squares[t] : NULL};
+        for (int a = 0; a < 2; a++)
+            if (statistics[a] != NULL && to > from)
+                memset(statistics[a] + from, 0, (size_t)(to - from) * sizeof(float));
+        for (int64_t k = 0; k < per_table && to > slots; k++)
+            if (session->slot_arrays[t * per_table + k] != NULL)
+                memset(session->slot_arrays[t * per_table + k] + slots, 0, (size_t)(to - slots) * sizeof(float));
     }
 }
 
-/* Runs the policy's hook after a prompt (prefill) or a decode step. */
-static strata_status run_policy(strata_session *session, bool prefill, strata_error *err)
+/* Runs the policy's hook for this moment: after a prompt chunk, at the end
+ * of a prompt, or after a decode step. */
+static strata_status run_policy(strata_session *session, policy_moment moment, bool prompt_done, strata_error *err)
 {
     if (session->policy == NULL)
         return STRATA_OK;
     if (session->budget == 0) {
+        /* A ratio resolves against the whole prompt: chunk hooks before its end see the tokens budget only. */
+        if (session->budget_tokens == 0 && !prompt_done)
+            return STRATA_OK;
         int64_t length = kv_seq_length(session->seq);
         session->budget = session->budget_tokens > 0 ? session->budget_tokens
                                                      : (int64_t)((double)session->budget_ratio * (double)length + 0.5);
@@ -142,10 +186,26 @@ static strata_status run_policy(strata_session *session, bool prefill, strata_er
         .budget = session->budget,
         .params = session->policy_params,
         .mass = session->mass,
+        .mass_squares = session->mass_squares,
+        .slot_arrays = session->slot_arrays,
+        .slot_array_count = session->policy->slot_arrays,
+        .context_length = session->context_length,
+        .prompt_done = prompt_done,
     };
     strata_status (*hook)(const kv_policy_view *, strata_error *) =
-        prefill ? session->policy->on_prefill_end : session->policy->on_decode_step;
+        moment == POLICY_PREFILL_CHUNK ? session->policy->on_prefill_chunk
+        : moment == POLICY_PREFILL_END ? session->policy->on_prefill_end
+                                       : session->policy->on_decode_step;
     return hook != NULL ? hook(&view, err) : STRATA_OK;
+}
+
+/* Runs the hooks after an append of count tokens in one step. */
+static strata_status run_policy_after_step(strata_session *session, size_t count, strata_error *err)
+{
+    if (count == 1)
+        return run_policy(session, POLICY_DECODE_STEP, true, err);
+    strata_status status = run_policy(session, POLICY_PREFILL_CHUNK, true, err);
+    return status == STRATA_OK ? run_policy(session, POLICY_PREFILL_END, true, err) : status;
 }
 
 /* The first observed token of a chunk starting at `done` of a prompt of `count`. */
@@ -227,10 +287,10 @@ void strata_session_destroy(strata_session *session)
         offer_to_cache(session);
     kv_seq_destroy(session->seq);
     forward_scratch_destroy(session->scratch);
-    if (session->mass != NULL)
-        for (int64_t t = 0; t < session->model->params.layer_count * session->model->params.kv_head_count; t++)
-            free(session->mass[t]);
-    free(session->mass);
+    int64_t tables = session->model->params.layer_count * session->model->params.kv_head_count;
+    free_slot_arrays(session->mass, tables);
+    free_slot_arrays(session->mass_squares, tables);
+    free_slot_arrays(session->slot_arrays, session->policy != NULL ? tables * session->policy->slot_arrays : 0);
     free(session->layer_is_windowed);
     free(session->logits);
     free(session->history);
@@ -332,6 +392,7 @@ strata_status strata_session_append(strata_session *session, const int32_t *toke
             .logits = all_logits ? session->logits + done * (size_t)vocab : last_chunk ? session->logits : NULL,
             .slot_mass = session->mass,
             .mass_first_token = mass_first_token(session, done, count, chunk),
+            .slot_mass_squares = session->mass_squares,
         };
         status = step_with_eviction(model, session->scratch, &item, 1, err);
         if (status != STRATA_OK) {
@@ -341,9 +402,11 @@ strata_status strata_session_append(strata_session *session, const int32_t *toke
         }
         after_step(session, tokens + done, chunk);
         done += (size_t)chunk;
+        if (count > 1 && (status = run_policy(session, POLICY_PREFILL_CHUNK, done == count, err)) != STRATA_OK)
+            return status;
     }
     session->logit_rows = all_logits ? (int64_t)count : 1;
-    return run_policy(session, count > 1, err);
+    return run_policy(session, count > 1 ? POLICY_PREFILL_END : POLICY_DECODE_STEP, true, err);
 }
 
 strata_status strata_sessions_append(strata_session *const *sessions, const int32_t *const *tokens,
@@ -373,7 +436,8 @@ strata_status strata_sessions_append(strata_session *const *sessions, const int3
             prepare_statistics(session, (int64_t)counts[i], counts[i] > 1);
         items[i] = (forward_item){.seq = session->seq, .tokens = tokens[i], .count = (int64_t)counts[i],
                                   .logits = session->logits, .slot_mass = session->mass,
-                                  .mass_first_token = mass_first_token(session, 0, counts[i], (int64_t)counts[i])};
+                                  .mass_first_token = mass_first_token(session, 0, counts[i], (int64_t)counts[i]),
+                                  .slot_mass_squares = session->mass_squares};
     }
     if (status == STRATA_OK && total > SESSION_CHUNK_TOKENS)
         status = strata_fail(err, STRATA_E_INVALID_ARGUMENT, "a step of %zu tokens exceeds %d", total,
@@ -386,7 +450,7 @@ strata_status strata_sessions_append(strata_session *const *sessions, const int3
         after_step(sessions[i], tokens[i], (int64_t)counts[i]);
     }
     for (size_t i = 0; i < session_count && status == STRATA_OK; i++)
-        status = run_policy(sessions[i], counts[i] > 1, err);
+        status = run_policy_after_step(sessions[i], counts[i], err);
     free(items);
     return status;
 }
@@ -425,6 +489,16 @@ strata_status strata_session_rewind(strata_session *session, size_t position, st
     return STRATA_OK;
 }
 
+/* Copies count per-slot arrays (either list may be NULL: nothing to copy). */
+static void copy_slot_arrays(float **to, float *const *from, int64_t count, int64_t length)
+{
+    if (to == NULL || from == NULL)
+        return;
+    for (int64_t i = 0; i < count; i++)
+        if (from[i] != NULL && to[i] != NULL)
+            memcpy(to[i], from[i], (size_t)length * sizeof(float));
+}
+
 strata_status strata_session_fork(const strata_session *session, strata_session **out, strata_error *err)
 {
     *out = NULL;
@@ -456,10 +530,11 @@ strata_status strata_session_fork(const strata_session *session, strata_session 
     child->cached_blocks = session->cached_blocks;
     child->budget = session->budget;
     memcpy(child->policy_params, session->policy_params, sizeof child->policy_params);
-    if (session->mass != NULL && child->mass != NULL)
-        for (int64_t t = 0; t < session->model->params.layer_count * session->model->params.kv_head_count; t++)
-            if (session->mass[t] != NULL)
-                memcpy(child->mass[t], session->mass[t], (size_t)session->context_length * sizeof(float));
+    int64_t tables = session->model->params.layer_count * session->model->params.kv_head_count;
+    copy_slot_arrays(child->mass, session->mass, tables, session->context_length);
+    copy_slot_arrays(child->mass_squares, session->mass_squares, tables, session->context_length);
+    copy_slot_arrays(child->slot_arrays, session->slot_arrays,
+                     session->policy != NULL ? tables * session->policy->slot_arrays : 0, session->context_length);
     *out = child;
     return STRATA_OK;
 }

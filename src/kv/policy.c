@@ -110,12 +110,19 @@ strata_status kv_policy_keep(const kv_policy_view *view, int32_t layer, int32_t 
                              int64_t count, strata_error *err)
 {
     strata_status status = kv_seq_keep(view->seq, layer, kv_head, keep, count, err);
-    if (status != STRATA_OK || view->mass == NULL)
+    if (status != STRATA_OK)
         return status;
-    float *mass = view->mass[layer * view->kv_head_count + kv_head];
-    if (mass != NULL)
-        for (int64_t j = 0; j < count; j++) /* keep[j] >= j: moving forward in order is safe */
-            mass[j] = mass[keep[j]];
+    int64_t table = (int64_t)layer * view->kv_head_count + kv_head;
+    float *arrays[2 + KV_POLICY_MAX_SLOT_ARRAYS];
+    int array_count = 0;
+    arrays[array_count++] = view->mass != NULL ? view->mass[table] : NULL;
+    arrays[array_count++] = view->mass_squares != NULL ? view->mass_squares[table] : NULL;
+    for (int k = 0; k < view->slot_array_count; k++)
+        arrays[array_count++] = view->slot_arrays[table * view->slot_array_count + k];
+    for (int a = 0; a < array_count; a++)
+        if (arrays[a] != NULL)
+            for (int64_t j = 0; j < count; j++) /* keep[j] >= j: moving forward in order is safe */
+                arrays[a][j] = arrays[a][keep[j]];
     return STRATA_OK;
 }
 

@@ -1,6 +1,7 @@
 /* kv/policy.h: KV compression policies, chosen per session by name.
  *
- * A policy is a small table of hooks. After a session's prompt is in the
+ * A policy is a small table of hooks. After each chunk of a prompt
+ * (on_prefill_chunk; the last chunk too), once the whole prompt is in the
  * cache (on_prefill_end) and after every decode step (on_decode_step) the
  * policy may choose, per (layer, KV head) table, which slots to keep; it
  * calls kv_policy_keep, which compacts the table (kv_seq_keep: kept slots
@@ -11,7 +12,11 @@
  * Statistics come from the attention kernel, never from recomputing
  * attention: a policy asks for the attention mass each slot received, from
  * the last `observation` prompt queries (SnapKV-style) or accumulated over
- * every query so far (H2O-style). Sliding-window layers are already bounded
+ * every query so far (H2O-style), and optionally the sum of its squares
+ * (for the variance of a slot's attention across queries, CAKE-style). A
+ * policy may also keep its own per-slot numbers (slot_arrays), which the
+ * session stores, compacts with the table, copies on fork, and zeroes for
+ * new slots. Sliding-window layers are already bounded
  * by their window and are left alone: policies see only global layers.
  *
  * Adding a policy is one file in kv/policy/ and one line in
@@ -25,7 +30,7 @@
 #include "kv/seq.h"
 #include "strata.h"
 
-enum { KV_POLICY_MAX_PARAMS = 8 };
+enum { KV_POLICY_MAX_PARAMS = 8, KV_POLICY_MAX_SLOT_ARRAYS = 4 };
 
 typedef struct kv_policy_param {
     const char *name;
@@ -52,6 +57,13 @@ typedef struct kv_policy_view {
     const double *params;          /* values, in the order of ops->params */
     float *const *mass;            /* per table (layer * kv_heads + head): one float per slot; NULL
                                       arrays for windowed layers and when no statistics are kept */
+    float *const *mass_squares;    /* like mass, the sum of the squares of the probabilities summed
+                                      there (one per query and query head); NULL unless ops->mass_squares */
+    float *const *slot_arrays;     /* per table, slot_array_count arrays of one float per slot:
+                                      entry table * slot_array_count + k; NULL for windowed layers */
+    int slot_array_count;          /* ops->slot_arrays */
+    int64_t context_length;        /* slots each statistics or slot array holds at most */
+    bool prompt_done;              /* false inside on_prefill_chunk before the prompt's last chunk */
 } kv_policy_view;
 
 typedef struct kv_policy_ops {
@@ -60,7 +72,11 @@ typedef struct kv_policy_ops {
     const kv_policy_param *params;
     int param_count;
     kv_policy_statistics statistics;
+    bool mass_squares; /* also collect the squares of the per-query masses */
+    int slot_arrays;   /* per-slot floats per table the policy keeps for itself, at most
+                          KV_POLICY_MAX_SLOT_ARRAYS */
     /* Each hook may be NULL. */
+    strata_status (*on_prefill_chunk)(const kv_policy_view *view, strata_error *err);
     strata_status (*on_prefill_end)(const kv_policy_view *view, strata_error *err);
     strata_status (*on_decode_step)(const kv_policy_view *view, strata_error *err);
 } kv_policy_ops;
@@ -80,7 +96,7 @@ strata_status kv_policy_parse_params(const kv_policy_ops *ops, const char *text,
 double kv_policy_param_value(const kv_policy_ops *ops, const double *values, const char *name);
 
 /* Keeps slots keep[0..count) (increasing) of the table of (layer, kv_head):
- * compacts the table and the statistics of its slots alike. */
+ * compacts the table, the statistics and the slot arrays of its slots alike. */
 strata_status kv_policy_keep(const kv_policy_view *view, int32_t layer, int32_t kv_head, const int64_t *keep,
                              int64_t count, strata_error *err);
 

@@ -11,7 +11,7 @@
  * Slots are in append order, so their positions increase along a view and
  * the slots a token sees form one contiguous range of slot indices. Keys and
  * values in f16 or bf16 are converted to f32 row by row as they are read.
- * When slot mass is requested, each thread adds into its own copy, summed
+ * When slot mass (and its squares) is requested, each thread adds into its own copy, summed
  * into the caller's arrays at the end, so results do not depend on timing. */
 #include "compute/cpu/attention.h"
 
@@ -31,6 +31,7 @@ typedef struct attention_job {
     const attention_args *args;
     int64_t mass_offset;  /* where each thread's slot-mass copy starts in its scratch */
     int64_t mass_stride;  /* floats per KV head in that copy */
+    int64_t squares_offset; /* where the squares copy starts, when asked for */
 } attention_job;
 
 static int64_t max_of(int64_t a, int64_t b)
@@ -84,7 +85,8 @@ static void visible_range(const attention_args *args, const attention_kv_view *v
     *last = begin - 1;
 }
 
-static void attention_pair(const attention_job *job, int64_t t, int64_t h, float *scratch, float *mass)
+static void attention_pair(const attention_job *job, int64_t t, int64_t h, float *scratch, float *mass,
+                           float *squares)
 {
     const attention_args *args = job->args;
     const compute_context *context = job->context;
@@ -118,6 +120,8 @@ static void attention_pair(const attention_job *job, int64_t t, int64_t h, float
         vector->axpy(out, p, slot_row(context, args, view, i, 1, row_buffer), dv);
         if (collect)
             mass[kv_head * job->mass_stride + i] += p;
+        if (collect && squares != NULL)
+            squares[kv_head * job->mass_stride + i] += p * p;
     }
 }
 
@@ -136,7 +140,7 @@ static void pack_slot_panel(const attention_job *job, const attention_kv_view *v
 }
 
 static void attention_token_block(const attention_job *job, int64_t kv_head, int64_t token_begin, int64_t token_end,
-                                  float *scratch, float *mass)
+                                  float *scratch, float *mass, float *squares)
 {
     const attention_args *args = job->args;
     const vector_kernels *vector = job->context->vector;
@@ -193,6 +197,8 @@ static void attention_token_block(const attention_job *job, int64_t kv_head, int
             s[j] = j >= row_first && j <= row_last ? s[j] * inverse : 0.0f;
             if (collect)
                 mass[kv_head * job->mass_stride + first + j] += s[j];
+            if (collect && squares != NULL)
+                squares[kv_head * job->mass_stride + first + j] += s[j] * s[j];
         }
     }
     /* output = P V: the panel holds PANEL_ROWS value dimensions of every slot. */
@@ -232,7 +238,7 @@ int64_t compute_attention_scratch_floats(int64_t heads, int64_t kv_heads, int64_
                                          int64_t block_tokens, int64_t max_slots)
 {
     (void)block_tokens;
-    return work_floats(heads, kv_heads, head_dim, value_dim, max_slots) + kv_heads * max_slots;
+    return work_floats(heads, kv_heads, head_dim, value_dim, max_slots) + 2 * kv_heads * max_slots;
 }
 
 static void attention_task(void *argument, int thread_index, int thread_count)
@@ -240,16 +246,20 @@ static void attention_task(void *argument, int thread_index, int thread_count)
     const attention_job *job = argument;
     const attention_args *args = job->args;
     float *scratch = job->context->scratch[thread_index];
-    float *mass = NULL;
+    float *mass = NULL, *squares = NULL;
     if (args->slot_mass != NULL) {
         mass = scratch + job->mass_offset;
         memset(mass, 0, (size_t)(args->kv_heads * job->mass_stride) * sizeof(float));
+    }
+    if (args->slot_mass != NULL && args->slot_mass_squares != NULL) {
+        squares = scratch + job->squares_offset;
+        memset(squares, 0, (size_t)(args->kv_heads * job->mass_stride) * sizeof(float));
     }
     /* Work is interleaved, not split in ranges: later tokens see more keys and cost more. */
     if (args->tokens < ATTENTION_BLOCK_MIN_TOKENS) {
         long pairs = (long)(args->tokens * args->heads);
         for (long pair = thread_index; pair < pairs; pair += thread_count)
-            attention_pair(job, pair / args->heads, pair % args->heads, scratch, mass);
+            attention_pair(job, pair / args->heads, pair % args->heads, scratch, mass, squares);
         return;
     }
     int64_t block_tokens = block_tokens_per_item(args);
@@ -258,7 +268,7 @@ static void attention_task(void *argument, int thread_index, int thread_count)
         int64_t block = item / args->kv_heads, kv_head = item % args->kv_heads;
         int64_t begin = block * block_tokens;
         int64_t end = begin + block_tokens < args->tokens ? begin + block_tokens : args->tokens;
-        attention_token_block(job, kv_head, begin, end, scratch, mass);
+        attention_token_block(job, kv_head, begin, end, scratch, mass, squares);
     }
 }
 
@@ -273,13 +283,18 @@ void compute_attention(compute_context *context, const attention_args *args)
         .mass_offset = work_floats(args->heads, args->kv_heads, args->head_dim, args->value_dim, max_slots),
         .mass_stride = max_slots,
     };
+    job.squares_offset = job.mass_offset + args->kv_heads * max_slots;
     thread_pool_run(context->pool, attention_task, &job);
     if (args->slot_mass == NULL)
         return;
     for (int thread = 0; thread < context->thread_count; thread++) {
         const float *mass = context->scratch[thread] + job.mass_offset;
+        const float *squares = context->scratch[thread] + job.squares_offset;
         for (int64_t h = 0; h < args->kv_heads; h++)
-            for (int64_t i = 0; i < args->views[h].slot_count; i++)
+            for (int64_t i = 0; i < args->views[h].slot_count; i++) {
                 args->slot_mass[h][i] += mass[h * job.mass_stride + i];
+                if (args->slot_mass_squares != NULL)
+                    args->slot_mass_squares[h][i] += squares[h * job.mass_stride + i];
+            }
     }
 }

@@ -47,6 +47,8 @@ typedef struct attention_args {
      * queries of tokens [mass_first_token, tokens) put on each slot is added. */
     float *const *slot_mass;
     int64_t mass_first_token;
+    /* Optional, with slot_mass: the squares of those probabilities, added alike. */
+    float *const *slot_mass_squares;
 } attention_args;
 
 /* Computes softmax(q . k * scale) . v for every (token, head), spread over the threads. */
