@@ -111,14 +111,22 @@ typedef struct strata_session_options {
     int32_t context_length; /* tokens the session may hold; 0 means the model's, capped at 8192 */
     bool prefix_cache;      /* reuse cached KV of an identical prompt prefix, and cache this one's */
     uint64_t cache_namespace; /* tenant salt: prefixes are shared only within one namespace */
-    const char *kv_policy;  /* KV compression policy by name (see strata_kv_policies); NULL: "full" */
+    const char *kv_policy;  /* KV compression policy by name (see strata_kv_policies), optionally
+                               composed with a precision: "snapkv+kivi4", or a precision alone:
+                               "q8" (see strata_kv_precisions); NULL: "full" */
     int64_t kv_budget_tokens; /* slots each (layer, KV head) keeps; 0: use kv_budget_ratio */
     float kv_budget_ratio;  /* else this fraction of the prompt length; 0 and 0: no compression */
-    const char *kv_policy_params; /* "name=value,..." for the policy, or NULL for its defaults */
+    const char *kv_policy_params; /* "name=value,..." for the policy and its precision (each name goes
+                                     to the one that has it), or NULL for their defaults */
+    const char *kv_head_profile; /* head profile file written by `strata calibrate`: per (layer, KV head),
+                                    how much it retrieves from far back; read at creation. Needed by
+                                    policies that treat heads differently ("duo"); NULL: none */
 } strata_session_options;
 
 /* Returns the KV compression policies' names, comma-separated ("full, streaming, ..."). */
 const char *strata_kv_policies(void);
+/* Returns the names of the KV precisions, comma-separated ("q8, q4, kivi4, kivi2"). */
+const char *strata_kv_precisions(void);
 
 /* Creates a session: a token sequence with its own KV cache. */
 strata_status strata_session_create(strata_model *model, const strata_session_options *options,
@@ -185,6 +193,9 @@ void strata_session_kv_slots(const strata_session *session, int64_t *slots);
 /* Returns the KV bytes a session references (blocks shared with others count in full) and,
  * in *shared_bytes if not NULL, how many of those are shared. */
 uint64_t strata_session_kv_bytes(const strata_session *session, uint64_t *shared_bytes);
+/* Fills bytes[layer * kv_heads + head] with the KV bytes the session references for that
+ * (layer, KV head), by the storage type of each block (packed blocks count their own size). */
+void strata_session_kv_table_bytes(const strata_session *session, uint64_t *bytes);
 
 typedef struct strata_sampler_options {
     float temperature;        /* 0 means greedy */

@@ -12,10 +12,12 @@
  * blocks their window has left behind after each step. */
 #include "engine/forward.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/error.h"
+#include "kv/policy.h"
 
 strata_status forward_scratch_create(const strata_model *model, int64_t max_tokens, forward_scratch **out,
                                      strata_error *err)
@@ -66,6 +68,10 @@ void forward_scratch_destroy(forward_scratch *s)
     free(s->view_keys);
     free(s->view_values);
     free(s->view_positions);
+    free(s->view_key_readers);
+    free(s->view_value_readers);
+    free(s->chosen);
+    free(s->chosen_counts);
     free(s->last_logits);
     free(s);
 }
@@ -86,42 +92,86 @@ static strata_status reserve_views(forward_scratch *s, int64_t kv_heads, int64_t
     const int32_t **positions = realloc(s->view_positions, entries * sizeof *positions);
     if (positions != NULL)
         s->view_positions = positions;
-    if (keys == NULL || values == NULL || positions == NULL)
+    attention_row_reader *key_readers = realloc(s->view_key_readers, entries * sizeof *key_readers);
+    if (key_readers != NULL)
+        s->view_key_readers = key_readers;
+    attention_row_reader *value_readers = realloc(s->view_value_readers, entries * sizeof *value_readers);
+    if (value_readers != NULL)
+        s->view_value_readers = value_readers;
+    if (keys == NULL || values == NULL || positions == NULL || key_readers == NULL || value_readers == NULL)
         return strata_fail(err, STRATA_E_OUT_OF_MEMORY, "cannot allocate block pointers for %lld blocks",
                            (long long)capacity);
     s->view_block_capacity = capacity;
     return STRATA_OK;
 }
 
-/* Points the attention views at one sequence's blocks of one layer. */
-static void build_views(forward_scratch *s, const kv_seq *seq, int32_t layer, int64_t kv_heads)
+/* Grows the chosen-block lists to `blocks` entries per KV head (a step with a block selection). */
+static strata_status reserve_chosen(forward_scratch *s, int64_t kv_heads, int64_t blocks, strata_error *err)
+{
+    if (s->chosen_counts == NULL && (s->chosen_counts = malloc((size_t)kv_heads * sizeof *s->chosen_counts)) == NULL)
+        return strata_fail(err, STRATA_E_OUT_OF_MEMORY, "cannot allocate block selection counts");
+    if (blocks <= s->chosen_capacity)
+        return STRATA_OK;
+    int64_t *grown = realloc(s->chosen, (size_t)(2 * blocks * kv_heads) * sizeof *grown);
+    if (grown == NULL)
+        return strata_fail(err, STRATA_E_OUT_OF_MEMORY, "cannot allocate a block selection of %lld blocks",
+                           (long long)(2 * blocks));
+    s->chosen = grown;
+    s->chosen_capacity = 2 * blocks;
+    return STRATA_OK;
+}
+
+/* For an item of one token whose policy selects blocks (Quest-style), asks
+ * it which blocks of each KV head's table of this layer attention reads,
+ * given the token's queries (the KV group's query heads are consecutive). */
+static bool choose_blocks(forward_scratch *s, const forward_item *item, int32_t layer, const model_params *p,
+                          const float *queries)
+{
+    if (item->selection == NULL || item->count != 1)
+        return false;
+    int64_t group = p->head_count / p->kv_head_count;
+    for (int64_t h = 0; h < p->kv_head_count; h++)
+        s->chosen_counts[h] = item->selection->ops->select_blocks(
+            &item->selection->view, layer, (int32_t)h, queries + h * group * p->key_length, group,
+            s->chosen + h * s->chosen_capacity);
+    return true;
+}
+
+/* Points the attention views at one sequence's blocks of one layer: all of
+ * them, or when `selected` those in s->chosen (increasing, all full but the
+ * last, which is the table's last: the view's slots are theirs in order). */
+static void build_views(forward_scratch *s, const kv_seq *seq, int32_t layer, int64_t kv_heads, bool selected)
 {
     kv_pool *pool = kv_seq_pool(seq);
     int64_t block_tokens = kv_pool_configuration(pool)->block_tokens;
     for (int64_t h = 0; h < kv_heads; h++) {
         const kv_block_table *table = kv_seq_table(seq, layer, (int32_t)h);
         int64_t blocks = (table->slot_count + block_tokens - 1) / block_tokens;
+        const int64_t *chosen = selected ? s->chosen + h * s->chosen_capacity : NULL;
+        int64_t slot_count = table->slot_count;
+        if (selected) {
+            assert(s->chosen_counts[h] >= 1 && chosen[s->chosen_counts[h] - 1] == blocks - 1);
+            slot_count -= (blocks - s->chosen_counts[h]) * block_tokens; /* the blocks left out are full */
+            blocks = s->chosen_counts[h];
+        }
         const void **keys = s->view_keys + h * s->view_block_capacity;
         const void **values = s->view_values + h * s->view_block_capacity;
         const int32_t **positions = s->view_positions + h * s->view_block_capacity;
+        attention_row_reader *key_readers = s->view_key_readers + h * s->view_block_capacity;
+        attention_row_reader *value_readers = s->view_value_readers + h * s->view_block_capacity;
         for (int64_t b = 0; b < blocks; b++) {
-            keys[b] = kv_block_keys_const(pool, table->blocks[b]);
-            values[b] = kv_block_values_const(pool, table->blocks[b]);
-            positions[b] = kv_block_positions_const(pool, table->blocks[b]);
+            kv_block_id block = table->blocks[selected ? chosen[b] : b];
+            keys[b] = kv_block_keys_const(pool, block);
+            values[b] = kv_block_values_const(pool, block);
+            positions[b] = kv_block_positions_const(pool, block);
+            kv_storage storage = kv_block_storage(pool, block);
+            key_readers[b] = kv_storage_key_reader(storage);
+            value_readers[b] = kv_storage_value_reader(storage);
         }
         s->views[h] = (attention_kv_view){.keys = keys, .values = values, .positions = positions,
-                                          .slot_count = table->slot_count};
+                                          .key_readers = key_readers, .value_readers = value_readers,
+                                          .slot_count = slot_count};
     }
-}
-
-static tensor_type storage_tensor_type(kv_storage storage)
-{
-    switch (storage) {
-    case KV_STORAGE_F16: return TENSOR_F16;
-    case KV_STORAGE_BF16: return TENSOR_BF16;
-    case KV_STORAGE_F32: break;
-    }
-    return TENSOR_F32;
 }
 
 /* Adds a block's output to the residual stream, through the post-norm if any. */
@@ -175,7 +225,8 @@ static void attention_block(strata_model *model, forward_scratch *s, const forwa
         const forward_item *item = &items[i];
         kv_seq_write(item->seq, (int32_t)il, s->key + row * k_width, s->value + row * v_width, item->count,
                      s->positions + row);
-        build_views(s, item->seq, (int32_t)il, p->kv_head_count);
+        bool selected = choose_blocks(s, item, (int32_t)il, p, s->query + row * q_width);
+        build_views(s, item->seq, (int32_t)il, p->kv_head_count, selected);
         const kv_pool_config *config = kv_pool_configuration(kv_seq_pool(item->seq));
         attention_args args = {
             .queries = s->query + row * q_width,
@@ -187,7 +238,6 @@ static void attention_block(strata_model *model, forward_scratch *s, const forwa
             .head_dim = p->key_length,
             .value_dim = p->value_length,
             .block_tokens = config->block_tokens,
-            .storage = storage_tensor_type(config->storage),
             .window = layer->sliding_window ? p->sliding_window : 0,
             .scale = p->attention_scale,
             .views = s->views,
@@ -198,6 +248,7 @@ static void attention_block(strata_model *model, forward_scratch *s, const forwa
             if (item->slot_mass_squares != NULL)
                 args.slot_mass_squares = item->slot_mass_squares + il * p->kv_head_count;
         }
+        assert(!selected || args.slot_mass == NULL); /* statistics need every slot at its table index */
         compute_attention(compute, &args);
         row += item->count;
     }
@@ -284,6 +335,9 @@ strata_status forward_step(strata_model *model, forward_scratch *s, const forwar
             }
     }
     strata_status status = reserve_views(s, p->kv_head_count, most_blocks, err);
+    for (int64_t i = 0; i < item_count && status == STRATA_OK; i++)
+        if (items[i].selection != NULL)
+            status = reserve_chosen(s, p->kv_head_count, most_blocks, err);
     if (status != STRATA_OK)
         return status;
     if (item_count > s->last_logits_capacity) {

@@ -29,6 +29,10 @@ typedef struct forward_item {
     float *const *slot_mass;
     int64_t mass_first_token;
     float *const *slot_mass_squares; /* optional, like slot_mass: the squared probabilities */
+    /* Optional, for an item of one token: its policy chooses per (layer, KV
+     * head) which blocks attention reads (kv/policy.h); NULL: every block.
+     * Excludes slot_mass (a partial view's slot indices are not the table's). */
+    const struct kv_block_selection *selection;
 } forward_item;
 
 /* Activations of one step, sized for at most max_tokens new tokens in all. */
@@ -49,7 +53,13 @@ typedef struct forward_scratch {
     const void **view_keys;
     const void **view_values;
     const int32_t **view_positions;
+    attention_row_reader *view_key_readers;   /* per block: how to read its rows (NULL: f32) */
+    attention_row_reader *view_value_readers;
     int64_t view_block_capacity; /* per KV head */
+    /* Blocks an item's selection chose, per KV head: [kv_heads][chosen_capacity] and their counts. */
+    int64_t *chosen;
+    int64_t *chosen_counts;
+    int64_t chosen_capacity;
     /* Logits of the items that want only their last token's, computed together. */
     float *last_logits;          /* [last_logits_capacity][vocab] */
     int64_t last_logits_capacity;

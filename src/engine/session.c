@@ -15,12 +15,15 @@
  * policy asks for during its steps and runs the policy's hooks after a
  * prompt and after every decode step. Implements the strata_session_*
  * functions of strata.h. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/error.h"
+#include "engine/calibrate.h"
 #include "engine/forward.h"
 #include "kv/policy.h"
+#include "kv/precision.h"
 #include "model/model.h"
 
 enum { SESSION_CHUNK_TOKENS = 512, SESSION_DEFAULT_CONTEXT = 8192 };
@@ -48,6 +51,16 @@ struct strata_session {
     float **mass_squares;         /* per table: the squares' sums, or NULL */
     float **slot_arrays;          /* per table * policy->slot_arrays: the policy's own per-slot floats */
     bool *layer_is_windowed;
+    void *policy_state;           /* what policy->create_state made, or NULL */
+    kv_block_selection selection; /* handed to steps of one token when the policy selects blocks */
+    /* Precision: blocks older than the newest precision_residual tokens are packed */
+    kv_storage precision;         /* the pool's base type: none */
+    const kv_policy_ops *precision_ops;
+    double precision_params[KV_POLICY_MAX_PARAMS];
+    int64_t precision_residual;
+    char policy_name[64];         /* as given ("snapkv+kivi4"), for forks */
+    char *head_profile;           /* the head profile's path (for forks), or NULL */
+    float *head_scores;           /* its scores, per table, or NULL */
 };
 
 /* When a policy hook runs. */
@@ -93,6 +106,94 @@ static void free_slot_arrays(float **arrays, int64_t count)
     free(arrays);
 }
 
+/* Loads the head profile of the options, which policies such as duo rank
+ * tables by; refuses a policy that needs one when none is given. */
+static strata_status setup_head_profile(strata_session *session, const kv_policy_ops *policy, const char *path,
+                                        strata_error *err)
+{
+    if (path == NULL)
+        return !policy->head_profile
+            ? STRATA_OK
+            : strata_fail(err, STRATA_E_INVALID_ARGUMENT,
+                          "KV policy '%s' needs a head profile (kv_head_profile; --kv-profile FILE): make one with "
+                          "`strata calibrate -m MODEL -o FILE`",
+                          policy->name);
+    session->head_profile = strdup(path);
+    if (session->head_profile == NULL)
+        return strata_fail(err, STRATA_E_OUT_OF_MEMORY, "cannot copy the head profile's path");
+    return calibrate_read_profile(path, session->model->params.layer_count, session->model->params.kv_head_count,
+                                  &session->head_scores, err);
+}
+
+/* What the policy's hooks see of the session. */
+static kv_policy_view policy_view(const strata_session *session, bool prompt_done)
+{
+    return (kv_policy_view){
+        .seq = session->seq,
+        .layer_count = (int32_t)session->model->params.layer_count,
+        .kv_head_count = (int32_t)session->model->params.kv_head_count,
+        .layer_is_windowed = session->layer_is_windowed,
+        .budget = session->budget,
+        .params = session->policy_params,
+        .mass = session->mass,
+        .mass_squares = session->mass_squares,
+        .slot_arrays = session->slot_arrays,
+        .slot_array_count = session->policy->slot_arrays,
+        .context_length = session->context_length,
+        .prompt_done = prompt_done,
+        .head_scores = session->head_scores,
+        .state = session->policy_state,
+    };
+}
+
+const char *strata_kv_precisions(void)
+{
+    static char names[96];
+    if (names[0] == '\0')
+        kv_precision_list_names(names, sizeof names);
+    return names;
+}
+
+/* Splits "policy+precision" (either part alone too: "snapkv", "q8") into
+ * the eviction policy (full when only a precision is named) and the
+ * precision, checked against the pool. */
+static strata_status parse_policy_name(strata_session *session, const char *name, const kv_policy_ops **policy,
+                                       strata_error *err)
+{
+    session->precision = kv_pool_configuration(session->model->kv_pool)->storage;
+    if (strlen(name) >= sizeof session->policy_name)
+        return strata_fail(err, STRATA_E_INVALID_ARGUMENT, "KV policy name '%.40s...' is too long", name);
+    snprintf(session->policy_name, sizeof session->policy_name, "%s", name);
+    char first[64];
+    const char *plus = strchr(name, '+');
+    snprintf(first, sizeof first, "%.*s", (int)(plus != NULL ? (size_t)(plus - name) : strlen(name)), name);
+    const char *second = plus != NULL ? plus + 1 : NULL;
+    char precisions[96];
+    kv_precision_list_names(precisions, sizeof precisions);
+    *policy = kv_policy_find(first);
+    if (*policy == NULL && second == NULL && kv_precision_find(first, NULL) != NULL) {
+        *policy = &kv_policy_full; /* a precision alone */
+        second = first;
+    }
+    if (*policy == NULL)
+        return strata_fail(err, STRATA_E_INVALID_ARGUMENT,
+                           "unknown KV policy '%s' (policies: %s; precisions: %s; compose as POLICY+PRECISION, "
+                           "e.g. snapkv+kivi4)",
+                           first, strata_kv_policies(), precisions);
+    if (second == NULL)
+        return STRATA_OK;
+    kv_storage storage;
+    session->precision_ops = kv_precision_find(second, &storage);
+    if (session->precision_ops == NULL)
+        return strata_fail(err, STRATA_E_INVALID_ARGUMENT, "unknown KV precision '%s' in '%s' (precisions: %s)",
+                           second, name, precisions);
+    strata_status status = kv_pool_check_storage(session->model->kv_pool, storage, err);
+    if (status != STRATA_OK)
+        return status;
+    session->precision = storage;
+    return STRATA_OK;
+}
+
 /* Reads the policy fields of the options: the policy, its parameters, the
  * budget, and the statistics arrays it needs. */
 static strata_status setup_policy(strata_session *session, const strata_session_options *options, strata_error *err)
@@ -100,20 +201,26 @@ static strata_status setup_policy(strata_session *session, const strata_session_
     const strata_model *model = session->model;
     const model_params *p = &model->params;
     const char *name = options != NULL && options->kv_policy != NULL ? options->kv_policy : "full";
-    const kv_policy_ops *policy = kv_policy_find(name);
-    if (policy == NULL)
-        return strata_fail(err, STRATA_E_INVALID_ARGUMENT, "unknown KV policy '%s' (policies: %s)", name,
-                           strata_kv_policies());
-    strata_status status = kv_policy_parse_params(policy, options != NULL ? options->kv_policy_params : NULL,
-                                                  session->policy_params, err);
+    const kv_policy_ops *policy = NULL;
+    strata_status status = parse_policy_name(session, name, &policy, err);
+    if (status == STRATA_OK)
+        status = kv_policy_parse_composed(policy, session->precision_ops,
+                                          options != NULL ? options->kv_policy_params : NULL, session->policy_params,
+                                          session->precision_params, err);
     if (status != STRATA_OK)
         return status;
+    if (session->precision_ops != NULL)
+        session->precision_residual =
+            (int64_t)kv_policy_param_value(session->precision_ops, session->precision_params, "residual");
     int64_t tokens = options != NULL ? options->kv_budget_tokens : 0;
     float ratio = options != NULL ? options->kv_budget_ratio : 0.0f;
     if (tokens < 0 || !(ratio >= 0.0f && ratio <= 1.0f))
         return strata_fail(err, STRATA_E_INVALID_ARGUMENT,
                            "KV budget %lld tokens / ratio %g: give tokens >= 1 or a ratio in (0, 1]", (long long)tokens,
                            ratio);
+    status = setup_head_profile(session, policy, options != NULL ? options->kv_head_profile : NULL, err);
+    if (status != STRATA_OK)
+        return status;
     if (policy == &kv_policy_full || (tokens == 0 && ratio == 0.0f))
         return STRATA_OK; /* nothing to compress */
     session->policy = policy;
@@ -135,6 +242,13 @@ static strata_status setup_policy(strata_session *session, const strata_session_
     if (status == STRATA_OK)
         status = allocate_slot_arrays(session, &session->slot_arrays, tables * policy->slot_arrays,
                                       policy->slot_arrays > 0, err);
+    if (status == STRATA_OK && policy->select_blocks != NULL && policy->statistics != KV_STATISTICS_NONE)
+        return strata_fail(err, STRATA_E_INTERNAL, "KV policy '%s' selects blocks and asks for statistics: the "
+                           "attention kernel cannot collect them from a partial view", policy->name);
+    if (status == STRATA_OK && policy->create_state != NULL) {
+        kv_policy_view view = policy_view(session, false); /* no sequence yet */
+        status = policy->create_state(&view, &session->policy_state, err);
+    }
     return status;
 }
 
@@ -164,7 +278,8 @@ static void prepare_statistics(strata_session *session, int64_t count, bool new_
 
 /* Runs the policy's hook for this moment: after a prompt chunk, at the end
  * of a prompt, or after a decode step. */
-static strata_status run_policy(strata_session *session, policy_moment moment, bool prompt_done, strata_error *err)
+static strata_status run_policy_hook(strata_session *session, policy_moment moment, bool prompt_done,
+                                     strata_error *err)
 {
     if (session->policy == NULL)
         return STRATA_OK;
@@ -178,25 +293,31 @@ static strata_status run_policy(strata_session *session, policy_moment moment, b
         if (session->budget < 1)
             session->budget = 1;
     }
-    kv_policy_view view = {
-        .seq = session->seq,
-        .layer_count = (int32_t)session->model->params.layer_count,
-        .kv_head_count = (int32_t)session->model->params.kv_head_count,
-        .layer_is_windowed = session->layer_is_windowed,
-        .budget = session->budget,
-        .params = session->policy_params,
-        .mass = session->mass,
-        .mass_squares = session->mass_squares,
-        .slot_arrays = session->slot_arrays,
-        .slot_array_count = session->policy->slot_arrays,
-        .context_length = session->context_length,
-        .prompt_done = prompt_done,
-    };
+    kv_policy_view view = policy_view(session, prompt_done);
     strata_status (*hook)(const kv_policy_view *, strata_error *) =
         moment == POLICY_PREFILL_CHUNK ? session->policy->on_prefill_chunk
         : moment == POLICY_PREFILL_END ? session->policy->on_prefill_end
                                        : session->policy->on_decode_step;
     return hook != NULL ? hook(&view, err) : STRATA_OK;
+}
+
+/* Runs the policy's hook, then packs what the precision (if any) may pack. */
+static strata_status run_policy(strata_session *session, policy_moment moment, bool prompt_done, strata_error *err)
+{
+    strata_status status = run_policy_hook(session, moment, prompt_done, err);
+    if (status == STRATA_OK && session->precision_ops != NULL)
+        status = kv_precision_apply(session->seq, session->precision, session->precision_residual, err);
+    return status;
+}
+
+/* The block selection for a step of count tokens: only a policy with
+ * select_blocks, once its budget is known, and only for one token. */
+static const kv_block_selection *policy_selection(strata_session *session, int64_t count)
+{
+    if (session->policy == NULL || session->policy->select_blocks == NULL || session->budget == 0 || count != 1)
+        return NULL;
+    session->selection = (kv_block_selection){.ops = session->policy, .view = policy_view(session, true)};
+    return &session->selection;
 }
 
 /* Runs the hooks after an append of count tokens in one step. */
@@ -291,7 +412,11 @@ void strata_session_destroy(strata_session *session)
     free_slot_arrays(session->mass, tables);
     free_slot_arrays(session->mass_squares, tables);
     free_slot_arrays(session->slot_arrays, session->policy != NULL ? tables * session->policy->slot_arrays : 0);
+    if (session->policy != NULL && session->policy->destroy_state != NULL)
+        session->policy->destroy_state(session->policy_state);
     free(session->layer_is_windowed);
+    free(session->head_profile);
+    free(session->head_scores);
     free(session->logits);
     free(session->history);
     free(session);
@@ -393,6 +518,7 @@ strata_status strata_session_append(strata_session *session, const int32_t *toke
             .slot_mass = session->mass,
             .mass_first_token = mass_first_token(session, done, count, chunk),
             .slot_mass_squares = session->mass_squares,
+            .selection = policy_selection(session, chunk),
         };
         status = step_with_eviction(model, session->scratch, &item, 1, err);
         if (status != STRATA_OK) {
@@ -437,7 +563,8 @@ strata_status strata_sessions_append(strata_session *const *sessions, const int3
         items[i] = (forward_item){.seq = session->seq, .tokens = tokens[i], .count = (int64_t)counts[i],
                                   .logits = session->logits, .slot_mass = session->mass,
                                   .mass_first_token = mass_first_token(session, 0, counts[i], (int64_t)counts[i]),
-                                  .slot_mass_squares = session->mass_squares};
+                                  .slot_mass_squares = session->mass_squares,
+                                  .selection = policy_selection(session, (int64_t)counts[i])};
     }
     if (status == STRATA_OK && total > SESSION_CHUNK_TOKENS)
         status = strata_fail(err, STRATA_E_INVALID_ARGUMENT, "a step of %zu tokens exceeds %d", total,
@@ -505,9 +632,10 @@ strata_status strata_session_fork(const strata_session *session, strata_session 
     strata_session_options options = {.context_length = (int32_t)session->context_length,
                                       .prefix_cache = session->prefix_cache,
                                       .cache_namespace = session->cache_namespace,
-                                      .kv_policy = session->policy != NULL ? session->policy->name : NULL,
+                                      .kv_policy = session->policy_name[0] != '\0' ? session->policy_name : NULL,
                                       .kv_budget_tokens = session->budget_tokens,
-                                      .kv_budget_ratio = session->budget_ratio};
+                                      .kv_budget_ratio = session->budget_ratio,
+                                      .kv_head_profile = session->head_profile};
     strata_session *child = NULL;
     strata_status status = strata_session_create(session->model, &options, &child, err);
     if (status != STRATA_OK)
@@ -530,23 +658,36 @@ strata_status strata_session_fork(const strata_session *session, strata_session 
     child->cached_blocks = session->cached_blocks;
     child->budget = session->budget;
     memcpy(child->policy_params, session->policy_params, sizeof child->policy_params);
+    memcpy(child->precision_params, session->precision_params, sizeof child->precision_params);
+    child->precision_residual = session->precision_residual;
     int64_t tables = session->model->params.layer_count * session->model->params.kv_head_count;
     copy_slot_arrays(child->mass, session->mass, tables, session->context_length);
     copy_slot_arrays(child->mass_squares, session->mass_squares, tables, session->context_length);
     copy_slot_arrays(child->slot_arrays, session->slot_arrays,
                      session->policy != NULL ? tables * session->policy->slot_arrays : 0, session->context_length);
+    if (session->policy_state != NULL) { /* the child's fresh state gives way to a copy of the parent's */
+        session->policy->destroy_state(child->policy_state);
+        child->policy_state = NULL;
+        status = session->policy->clone_state(session->policy_state, &child->policy_state, err);
+        if (status != STRATA_OK) {
+            strata_session_destroy(child);
+            return status;
+        }
+    }
     *out = child;
     return STRATA_OK;
 }
 
 uint64_t strata_session_kv_bytes(const strata_session *session, uint64_t *shared_bytes)
 {
-    int64_t blocks = 0, shared = 0;
-    kv_seq_usage(session->seq, &blocks, &shared);
-    uint64_t block_bytes = kv_pool_block_bytes(session->model->kv_pool);
-    if (shared_bytes != NULL)
-        *shared_bytes = (uint64_t)shared * block_bytes;
-    return (uint64_t)blocks * block_bytes;
+    uint64_t bytes = 0;
+    kv_seq_usage_bytes(session->seq, NULL, &bytes, shared_bytes);
+    return bytes;
+}
+
+void strata_session_kv_table_bytes(const strata_session *session, uint64_t *bytes)
+{
+    kv_seq_usage_bytes(session->seq, bytes, NULL, NULL);
 }
 
 void strata_model_kv_stats(const strata_model *model, strata_kv_stats *stats)
@@ -591,4 +732,9 @@ void strata_session_kv_slots(const strata_session *session, int64_t *slots)
     for (int64_t il = 0; il < layers; il++)
         for (int64_t h = 0; h < heads; h++)
             slots[il * heads + h] = kv_seq_table(session->seq, (int32_t)il, (int32_t)h)->slot_count;
+}
+
+kv_seq *session_kv_seq(strata_session *session)
+{
+    return session->seq;
 }

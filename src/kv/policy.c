@@ -98,6 +98,52 @@ strata_status kv_policy_parse_params(const kv_policy_ops *ops, const char *text,
     return STRATA_OK;
 }
 
+static bool has_param(const kv_policy_ops *ops, const char *name, size_t length)
+{
+    for (int i = 0; ops != NULL && i < ops->param_count; i++)
+        if (strlen(ops->params[i].name) == length && memcmp(ops->params[i].name, name, length) == 0)
+            return true;
+    return false;
+}
+
+strata_status kv_policy_parse_composed(const kv_policy_ops *policy, const kv_policy_ops *precision, const char *text,
+                                       double *policy_values, double *precision_values, strata_error *err)
+{
+    char policy_text[512] = "", precision_text[512] = "";
+    size_t policy_used = 0, precision_used = 0;
+    const char *cursor = text != NULL ? text : "";
+    if (strlen(cursor) >= sizeof policy_text)
+        return strata_fail(err, STRATA_E_INVALID_ARGUMENT, "KV policy parameters are %zu characters, more than %zu",
+                           strlen(cursor), sizeof policy_text - 1);
+    /* Each name=value goes to the policy that has the name: the eviction policy first. */
+    while (*cursor != '\0') {
+        const char *end = strchr(cursor, ',');
+        size_t length = end != NULL ? (size_t)(end - cursor) : strlen(cursor);
+        const char *equals = memchr(cursor, '=', length);
+        size_t name_length = equals != NULL ? (size_t)(equals - cursor) : length;
+        if (precision != NULL && !has_param(policy, cursor, name_length) &&
+            !has_param(precision, cursor, name_length)) {
+            char policy_valid[384], precision_valid[384];
+            list_params(policy, policy_valid, sizeof policy_valid);
+            list_params(precision, precision_valid, sizeof precision_valid);
+            return strata_fail(err, STRATA_E_INVALID_ARGUMENT,
+                               "KV policy '%s+%s' has no parameter '%.*s' (give name=value; %s takes: %s; %s takes: %s)",
+                               policy->name, precision->name, (int)name_length, cursor, policy->name, policy_valid,
+                               precision->name, precision_valid);
+        }
+        bool to_precision = precision != NULL && !has_param(policy, cursor, name_length);
+        char *target = to_precision ? precision_text : policy_text;
+        size_t *used = to_precision ? &precision_used : &policy_used;
+        *used += (size_t)snprintf(target + *used, sizeof policy_text - *used, "%s%.*s", *used > 0 ? "," : "",
+                                  (int)length, cursor);
+        cursor += length + (end != NULL ? 1 : 0);
+    }
+    strata_status status = kv_policy_parse_params(policy, policy_text, policy_values, err);
+    if (status == STRATA_OK && precision != NULL)
+        status = kv_policy_parse_params(precision, precision_text, precision_values, err);
+    return status;
+}
+
 double kv_policy_param_value(const kv_policy_ops *ops, const double *values, const char *name)
 {
     for (int i = 0; i < ops->param_count; i++)

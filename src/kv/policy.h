@@ -19,6 +19,11 @@
  * new slots. Sliding-window layers are already bounded
  * by their window and are left alone: policies see only global layers.
  *
+ * A policy may keep its own per-session state (create_state, cloned on
+ * fork), and instead of evicting it may choose, at each decode step, which
+ * blocks of a table attention reads (select_blocks): then nothing is freed,
+ * the budget bounds what a step reads.
+ *
  * Adding a policy is one file in kv/policy/ and one line in
  * kv/policy/registry.c. */
 #ifndef STRATA_KV_POLICY_H
@@ -64,6 +69,9 @@ typedef struct kv_policy_view {
     int slot_array_count;          /* ops->slot_arrays */
     int64_t context_length;        /* slots each statistics or slot array holds at most */
     bool prompt_done;              /* false inside on_prefill_chunk before the prompt's last chunk */
+    void *state;                   /* what ops->create_state made for this session; NULL without it */
+    const float *head_scores;      /* per table (layer * kv_heads + head): its retrieval score from the
+                                      session's head profile (engine/calibrate.h); NULL without one */
 } kv_policy_view;
 
 typedef struct kv_policy_ops {
@@ -75,11 +83,36 @@ typedef struct kv_policy_ops {
     bool mass_squares; /* also collect the squares of the per-query masses */
     int slot_arrays;   /* per-slot floats per table the policy keeps for itself, at most
                           KV_POLICY_MAX_SLOT_ARRAYS */
+    bool head_profile; /* needs view->head_scores: a session without a head profile is refused */
     /* Each hook may be NULL. */
     strata_status (*on_prefill_chunk)(const kv_policy_view *view, strata_error *err);
     strata_status (*on_prefill_end)(const kv_policy_view *view, strata_error *err);
     strata_status (*on_decode_step)(const kv_policy_view *view, strata_error *err);
+    /* Optional per-session state (all three or none): made once when the
+     * session is set up (view->seq may still be NULL then), copied for a fork,
+     * freed with the session (destroy accepts NULL). Hooks find it in view->state. */
+    strata_status (*create_state)(const kv_policy_view *view, void **state, strata_error *err);
+    void (*destroy_state)(void *state);
+    strata_status (*clone_state)(const void *state, void **out, strata_error *err);
+    /* Optional selection without eviction (Quest-style): at a step of one new
+     * token, after its key and value were written, chooses which blocks of
+     * the table of (layer, kv_head) attention reads, given the new token's
+     * queries of the KV group ([group][key_length], rotated as the keys are).
+     * Writes increasing block indices into chosen (room for the table's
+     * block_count) and returns how many; the table's last block is always
+     * among them, so every chosen block but the last is full. Such a policy
+     * keeps statistics NONE: slot masses would not know the slot indices of
+     * a partial view. */
+    int64_t (*select_blocks)(const kv_policy_view *view, int32_t layer, int32_t kv_head, const float *queries,
+                             int64_t group, int64_t *chosen);
 } kv_policy_ops;
+
+/* A policy's block selection bound to one session, as a step of the forward
+ * pass carries it (engine/forward.h): ops->select_blocks called with &view. */
+typedef struct kv_block_selection {
+    const kv_policy_ops *ops;
+    kv_policy_view view;
+} kv_block_selection;
 
 /* Returns the policy named name ("full" is the identity), or NULL. */
 const kv_policy_ops *kv_policy_find(const char *name);
@@ -92,6 +125,11 @@ int kv_policy_registry(const kv_policy_ops *const **out);
  * (defaults first); an unknown name or a value out of range is an error that
  * lists the valid parameters. text may be NULL. */
 strata_status kv_policy_parse_params(const kv_policy_ops *ops, const char *text, double *values, strata_error *err);
+/* Like kv_policy_parse_params for a composed policy ("snapkv+kivi4"): each
+ * name=value goes to the policy that has that parameter (the eviction
+ * policy first); precision may be NULL. */
+strata_status kv_policy_parse_composed(const kv_policy_ops *policy, const kv_policy_ops *precision, const char *text,
+                                       double *policy_values, double *precision_values, strata_error *err);
 /* Returns the value of the named parameter in values. */
 double kv_policy_param_value(const kv_policy_ops *ops, const double *values, const char *name);
 
@@ -112,5 +150,8 @@ extern const kv_policy_ops kv_policy_streaming;
 extern const kv_policy_ops kv_policy_h2o;
 extern const kv_policy_ops kv_policy_snapkv;
 extern const kv_policy_ops kv_policy_pyramidkv;
+extern const kv_policy_ops kv_policy_duo;
+extern const kv_policy_ops kv_policy_merge;
+extern const kv_policy_ops kv_policy_quest;
 
 #endif

@@ -461,6 +461,9 @@ static bool table_block_at(kv_radix *radix, const kv_block_table *table, int64_t
     for (int64_t slot = 0; slot < block_tokens; slot++)
         if (positions[slot] != start + slot)
             return false;
+    /* A block a precision policy packed is not the exact KV of its tokens: never shared as a prefix. */
+    if (kv_block_storage(radix->pool, table->blocks[index]) != kv_pool_configuration(radix->pool)->storage)
+        return false;
     *block = table->blocks[index];
     return true;
 }

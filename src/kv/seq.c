@@ -34,6 +34,11 @@ struct kv_seq {
     int64_t length;            /* tokens appended; the next token's position */
     kv_block_table *tables;    /* [layer * kv_head_count + kv_head] */
     int64_t *window_floor;     /* per table: positions below it were released by a window or never attached */
+    /* One block's slots as f32 rows, positions and scores, for kv_seq_keep's moves. */
+    float *staging_keys;
+    float *staging_values;
+    int32_t *staging_positions;
+    float *staging_scores;
 };
 
 static int64_t table_count(const kv_seq *seq)
@@ -65,12 +70,16 @@ static int64_t table_new_blocks(const kv_seq *seq, const kv_block_table *table, 
     return tokens <= room ? 0 : (tokens - room - 1) / seq->block_tokens + 1;
 }
 
-/* Whether the next write into a table lands in a partially filled block someone else also holds. */
+/* Whether the next write into a table lands in a partially filled block
+ * someone else also holds, or one of a packed type (left partial by a
+ * rewind): either is first replaced by a private copy in the base type. */
 static bool table_needs_copy(const kv_seq *seq, const kv_block_table *table, int64_t tokens)
 {
     if (tokens == 0 || table->slot_count % seq->block_tokens == 0)
         return false;
-    return kv_pool_refcount(seq->pool, table->blocks[table->slot_count / seq->block_tokens]) >= 2;
+    kv_block_id last = table->blocks[table->slot_count / seq->block_tokens];
+    return kv_pool_refcount(seq->pool, last) >= 2 ||
+           kv_block_storage(seq->pool, last) != kv_pool_configuration(seq->pool)->storage;
 }
 
 /* Makes room for `blocks` entries in a table's array; the table's content is unchanged either way. */
@@ -117,7 +126,13 @@ strata_status kv_seq_create(kv_pool *pool, kv_seq **out, strata_error *err)
                     .block_tokens = config->block_tokens};
     seq->tables = calloc((size_t)table_count(seq), sizeof *seq->tables);
     seq->window_floor = calloc((size_t)table_count(seq), sizeof *seq->window_floor);
-    if (seq->tables == NULL || seq->window_floor == NULL) {
+    size_t block_tokens = (size_t)config->block_tokens;
+    seq->staging_keys = malloc(block_tokens * (size_t)config->key_length * sizeof(float));
+    seq->staging_values = malloc(block_tokens * (size_t)config->value_length * sizeof(float));
+    seq->staging_positions = malloc(block_tokens * sizeof(int32_t));
+    seq->staging_scores = malloc(block_tokens * sizeof(float));
+    if (seq->tables == NULL || seq->window_floor == NULL || seq->staging_keys == NULL ||
+        seq->staging_values == NULL || seq->staging_positions == NULL || seq->staging_scores == NULL) {
         kv_seq_destroy(seq);
         return strata_fail(err, STRATA_E_OUT_OF_MEMORY, "cannot allocate the %" PRId64 " block tables of a KV sequence",
                            table_count(seq));
@@ -136,6 +151,10 @@ void kv_seq_destroy(kv_seq *seq)
     }
     free(seq->tables);
     free(seq->window_floor);
+    free(seq->staging_keys);
+    free(seq->staging_values);
+    free(seq->staging_positions);
+    free(seq->staging_scores);
     free(seq);
 }
 
@@ -249,7 +268,7 @@ void kv_seq_write(kv_seq *seq, int32_t layer, const float *keys, const float *va
             int64_t slot = table->slot_count + t;
             assert(slot / seq->block_tokens < table->block_count);
             kv_block_id block = table->blocks[slot / seq->block_tokens];
-            assert(kv_pool_refcount(seq->pool, block) == 1);
+            assert(kv_pool_refcount(seq->pool, block) == 1 && kv_block_storage(seq->pool, block) == config->storage);
             int64_t i = slot % seq->block_tokens;
             kv_storage_store(config->storage,
                              (char *)kv_block_keys(seq->pool, block) + i * config->key_length * value_bytes,
@@ -350,21 +369,16 @@ void kv_seq_drop_before(kv_seq *seq, int32_t layer, int64_t min_position)
     }
 }
 
-/* Copies slot `from_slot` of block `from` over slot `to_slot` of block `to`:
- * key, value, position and score. The slots may be the same block's. */
-static void copy_slot(kv_seq *seq, kv_block_id from, int64_t from_slot, kv_block_id to, int64_t to_slot)
+/* The storage type destination block d of a compacted table gets: the type
+ * of the block that held index d before (so packed blocks stay packed and
+ * the base-type tail stays in the base type), except that a partially
+ * filled last block is in the base type, the only type appended to. */
+static kv_storage keep_storage(const kv_seq *seq, const kv_block_table *table, int32_t d, int32_t new_blocks,
+                               int64_t count)
 {
-    if (from == to && from_slot == to_slot)
-        return;
-    const kv_pool_config *config = kv_pool_configuration(seq->pool);
-    size_t key_bytes = (size_t)config->key_length * kv_storage_bytes(config->storage);
-    size_t value_bytes = (size_t)config->value_length * kv_storage_bytes(config->storage);
-    memmove((char *)kv_block_keys(seq->pool, to) + (size_t)to_slot * key_bytes,
-            (const char *)kv_block_keys_const(seq->pool, from) + (size_t)from_slot * key_bytes, key_bytes);
-    memmove((char *)kv_block_values(seq->pool, to) + (size_t)to_slot * value_bytes,
-            (const char *)kv_block_values_const(seq->pool, from) + (size_t)from_slot * value_bytes, value_bytes);
-    kv_block_positions(seq->pool, to)[to_slot] = kv_block_positions_const(seq->pool, from)[from_slot];
-    kv_block_scores(seq->pool, to)[to_slot] = kv_block_scores(seq->pool, from)[from_slot];
+    if (d == new_blocks - 1 && count % seq->block_tokens != 0)
+        return kv_pool_configuration(seq->pool)->storage;
+    return kv_block_storage(seq->pool, table->blocks[d]);
 }
 
 strata_status kv_seq_keep(kv_seq *seq, int32_t layer, int32_t kv_head, const int64_t *keep, int64_t count,
@@ -401,12 +415,15 @@ strata_status kv_seq_keep(kv_seq *seq, int32_t layer, int32_t kv_head, const int
     int32_t new_blocks = (int32_t)((count + block_tokens - 1) / block_tokens);
     int32_t reserved = table->block_count - old_blocks;
     int32_t first_written = first_moved < count ? (int32_t)(first_moved / block_tokens) : new_blocks;
-    /* A written destination block someone else also holds is replaced by a
-     * fresh copy. (A shared block left unwritten as a partially filled last
-     * block is copied by the next kv_seq_reserve, as after a rewind.) */
+    /* A written destination block someone else also holds, or whose storage
+     * type changes, is replaced by a fresh block. (A shared block left
+     * unwritten as a partially filled last block is copied by the next
+     * kv_seq_reserve, as after a rewind.) Each fresh block takes at most one
+     * free page. */
     int64_t needed = 0;
     for (int32_t d = first_written; d < new_blocks; d++)
-        needed += kv_pool_refcount(seq->pool, table->blocks[d]) >= 2;
+        needed += kv_pool_refcount(seq->pool, table->blocks[d]) >= 2 ||
+                  kv_block_storage(seq->pool, table->blocks[d]) != keep_storage(seq, table, d, new_blocks, count);
     int64_t free_blocks = kv_pool_free_blocks(seq->pool);
     if (needed > free_blocks)
         return strata_fail(err, STRATA_E_KV_FULL,
@@ -417,22 +434,34 @@ strata_status kv_seq_keep(kv_seq *seq, int32_t layer, int32_t kv_head, const int
 
     /* From here on nothing can fail. Destination block d only reads source
      * slots keep[j] >= j >= d * block_tokens, which live in old blocks >= d:
-     * moving slots forward in increasing order never overwrites a slot still
-     * to be read, and an old block replaced by a copy is no longer a source. */
+     * its slots are gathered (as f32 rows) before it is written, so writing
+     * destinations in increasing order never overwrites a slot still to be
+     * read. Rows of per-token types come back exactly as they were (decoding
+     * and encoding again is the identity); kivi keys, quantized per channel
+     * over a block, are quantized again over the block's new slots. */
+    const kv_pool_config *config = kv_pool_configuration(seq->pool);
     for (int32_t d = first_written; d < new_blocks; d++) {
         int64_t begin = (int64_t)d * block_tokens;
         int64_t end = begin + block_tokens < count ? begin + block_tokens : count;
+        for (int64_t j = begin; j < end; j++) {
+            kv_block_id from = table->blocks[keep[j] / block_tokens];
+            int32_t from_slot = (int32_t)(keep[j] % block_tokens);
+            kv_block_read_key(seq->pool, from, from_slot, seq->staging_keys + (j - begin) * config->key_length);
+            kv_block_read_value(seq->pool, from, from_slot, seq->staging_values + (j - begin) * config->value_length);
+            seq->staging_positions[j - begin] = kv_block_positions_const(seq->pool, from)[from_slot];
+            seq->staging_scores[j - begin] = kv_block_scores(seq->pool, from)[from_slot];
+        }
         kv_block_id old = table->blocks[d], to = old;
-        if (kv_pool_refcount(seq->pool, old) >= 2) {
-            strata_status status = kv_pool_alloc(seq->pool, layer, kv_head, &to, err);
+        kv_storage storage = keep_storage(seq, table, d, new_blocks, count);
+        if (kv_pool_refcount(seq->pool, old) >= 2 || kv_block_storage(seq->pool, old) != storage) {
+            strata_status status = kv_pool_alloc_typed(seq->pool, layer, kv_head, storage, &to, err);
             assert(status == STRATA_OK);
             (void)status;
-            int64_t unmoved = (first_moved < end ? first_moved : end) - begin;
-            if (unmoved > 0)
-                kv_pool_copy_slots(seq->pool, old, to, (int32_t)unmoved);
         }
-        for (int64_t j = first_moved > begin ? first_moved : begin; j < end; j++)
-            copy_slot(seq, table->blocks[keep[j] / block_tokens], keep[j] % block_tokens, to, j % block_tokens);
+        int32_t filled = (int32_t)(end - begin);
+        kv_block_write_slots(seq->pool, to, seq->staging_keys, seq->staging_values, filled);
+        memcpy(kv_block_positions(seq->pool, to), seq->staging_positions, (size_t)filled * sizeof(int32_t));
+        memcpy(kv_block_scores(seq->pool, to), seq->staging_scores, (size_t)filled * sizeof(float));
         if (to != old) {
             kv_pool_release(seq->pool, old);
             table->blocks[d] = to;
@@ -504,4 +533,88 @@ void kv_seq_usage(const kv_seq *seq, int64_t *blocks, int64_t *shared_blocks)
         *blocks = count;
     if (shared_blocks != NULL)
         *shared_blocks = shared;
+}
+
+strata_status kv_seq_overwrite_slot(kv_seq *seq, int32_t layer, int32_t kv_head, int64_t slot, const float *key,
+                                    const float *value, strata_error *err)
+{
+    if (layer < 0 || layer >= seq->layer_count || kv_head < 0 || kv_head >= seq->kv_head_count)
+        return strata_fail(err, STRATA_E_INVALID_ARGUMENT,
+                           "cannot overwrite a KV slot of layer %" PRId32 " KV head %" PRId32
+                           ": the sequence has %" PRId32 " layers of %" PRId32 " KV heads",
+                           layer, kv_head, seq->layer_count, seq->kv_head_count);
+    kv_block_table *table = table_at(seq, layer, kv_head);
+    if (slot < 0 || slot >= table->slot_count)
+        return strata_fail(err, STRATA_E_INVALID_ARGUMENT,
+                           "cannot overwrite slot %" PRId64 " of layer %" PRId32 " KV head %" PRId32
+                           ", which holds %" PRId64 " slots",
+                           slot, layer, kv_head, table->slot_count);
+    const kv_pool_config *config = kv_pool_configuration(seq->pool);
+    int32_t index = (int32_t)(slot / seq->block_tokens);
+    kv_block_id block = table->blocks[index];
+    kv_storage storage = kv_block_storage(seq->pool, block);
+    if (storage != config->storage)
+        return strata_fail(err, STRATA_E_INVALID_ARGUMENT,
+                           "cannot overwrite slot %" PRId64 " of layer %" PRId32 " KV head %" PRId32
+                           ": its block is stored as %s, only blocks of the pool's %s can be overwritten",
+                           slot, layer, kv_head, kv_storage_name(storage), kv_storage_name(config->storage));
+    if (kv_pool_refcount(seq->pool, block) >= 2) {
+        /* Copy-on-write: the other holders keep the old block as it is. */
+        kv_block_id copy;
+        strata_status status = kv_pool_alloc(seq->pool, layer, kv_head, &copy, err);
+        if (status != STRATA_OK)
+            return status;
+        int64_t filled = table->slot_count - (int64_t)index * seq->block_tokens;
+        kv_pool_copy_slots(seq->pool, block, copy,
+                           (int32_t)(filled < seq->block_tokens ? filled : seq->block_tokens));
+        kv_pool_release(seq->pool, block);
+        table->blocks[index] = block = copy;
+    }
+    uint64_t value_bytes = kv_storage_bytes(config->storage);
+    int64_t i = slot % seq->block_tokens;
+    kv_storage_store(config->storage, (char *)kv_block_keys(seq->pool, block) + i * config->key_length * value_bytes,
+                     key, config->key_length);
+    kv_storage_store(config->storage,
+                     (char *)kv_block_values(seq->pool, block) + i * config->value_length * value_bytes, value,
+                     config->value_length);
+    return STRATA_OK;
+}
+
+strata_status kv_seq_convert_block(kv_seq *seq, int32_t layer, int32_t kv_head, int32_t block_index,
+                                   kv_storage storage, strata_error *err)
+{
+    kv_block_table *table = table_at(seq, layer, kv_head);
+    assert(block_index >= 0 && ((int64_t)block_index + 1) * seq->block_tokens <= table->slot_count);
+    kv_block_id old = table->blocks[block_index], converted;
+    if (kv_block_storage(seq->pool, old) == storage)
+        return STRATA_OK;
+    strata_status status = kv_pool_alloc_typed(seq->pool, layer, kv_head, storage, &converted, err);
+    if (status != STRATA_OK)
+        return status;
+    kv_pool_copy_slots(seq->pool, old, converted, seq->block_tokens);
+    kv_pool_release(seq->pool, old);
+    table->blocks[block_index] = converted;
+    return STRATA_OK;
+}
+
+void kv_seq_usage_bytes(const kv_seq *seq, uint64_t *bytes_by_table, uint64_t *bytes, uint64_t *shared_bytes)
+{
+    uint64_t total = 0, shared = 0;
+    for (int64_t i = 0; i < table_count(seq); i++) {
+        const kv_block_table *table = &seq->tables[i];
+        uint64_t table_bytes = 0;
+        for (int32_t b = 0; b < table->block_count; b++) {
+            uint64_t block_bytes = kv_block_bytes(seq->pool, table->blocks[b]);
+            table_bytes += block_bytes;
+            if (kv_pool_refcount(seq->pool, table->blocks[b]) >= 2)
+                shared += block_bytes;
+        }
+        if (bytes_by_table != NULL)
+            bytes_by_table[i] = table_bytes;
+        total += table_bytes;
+    }
+    if (bytes != NULL)
+        *bytes = total;
+    if (shared_bytes != NULL)
+        *shared_bytes = shared;
 }

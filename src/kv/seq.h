@@ -79,7 +79,10 @@ void kv_seq_drop_before(kv_seq *seq, int32_t layer, int64_t min_position);
  * slots of the old last block are not kept as room: call it between steps
  * (after kv_seq_advance), not between kv_seq_reserve and kv_seq_write.
  * Blocks shared with other sequences or the prefix cache are never written:
- * each one that would be is replaced by a fresh copy; STRATA_E_KV_FULL (and
+ * each one that would be is replaced by a fresh copy; a destination block
+ * keeps the storage type of the block that had its index (a partially filled
+ * last one is in the base type), so moving slots into a kivi block quantizes
+ * its keys again over its new slots; STRATA_E_KV_FULL (and
  * no change) when the pool lacks the blocks for that, and
  * STRATA_E_INVALID_ARGUMENT (and no change) for a bad keep list. Slots
  * removed here do not count against kv_seq_rewind's window check. */
@@ -95,5 +98,25 @@ strata_status kv_seq_attach(kv_seq *seq, const kv_block_id *const *blocks, const
 
 /* Counts the blocks this sequence references and how many of those are shared (refcount >= 2). */
 void kv_seq_usage(const kv_seq *seq, int64_t *blocks, int64_t *shared_blocks);
+
+/* Replaces the key and value of one filled slot of the table of (layer,
+ * kv_head) (key_length and value_length floats, stored in the block's type;
+ * position and score stay). A block shared with other sequences or the
+ * prefix cache is first replaced by a private copy (STRATA_E_KV_FULL, and no
+ * change, when the pool has no block for it). Blocks of a storage type other
+ * than the pool's base type are refused (STRATA_E_INVALID_ARGUMENT). */
+strata_status kv_seq_overwrite_slot(kv_seq *seq, int32_t layer, int32_t kv_head, int64_t slot, const float *key,
+                                    const float *value, strata_error *err);
+
+/* Replaces full block block_index of the table of (layer, kv_head) by a
+ * block of another storage type holding the same slots (a packed type saves
+ * memory; the old block is released, so a block shared with others stays
+ * theirs). STRATA_E_KV_FULL, and no change, when the pool has no room. */
+strata_status kv_seq_convert_block(kv_seq *seq, int32_t layer, int32_t kv_head, int32_t block_index,
+                                   kv_storage storage, strata_error *err);
+/* Adds up the bytes of the blocks the sequence references, by their types:
+ * per table (layer * kv_heads + head; may be NULL), in all, and of those
+ * shared (refcount >= 2); either total may be NULL. */
+void kv_seq_usage_bytes(const kv_seq *seq, uint64_t *bytes_by_table, uint64_t *bytes, uint64_t *shared_bytes);
 
 #endif

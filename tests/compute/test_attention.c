@@ -34,15 +34,26 @@ typedef struct head_cache {
     int32_t *position_blocks[MAX_SLOTS / BLOCK + 1];
     const void *key_pointers[MAX_SLOTS / BLOCK + 1], *value_pointers[MAX_SLOTS / BLOCK + 1];
     const int32_t *position_pointers[MAX_SLOTS / BLOCK + 1];
+    attention_row_reader readers[MAX_SLOTS / BLOCK + 1];
 } head_cache;
+
+/* The row reader of the test's f16 blocks. */
+static void read_f16_row(const void *section, int64_t slot, int64_t width, int64_t block_tokens, float *out)
+{
+    (void)block_tokens;
+    const uint16_t *row = (const uint16_t *)section + slot * width;
+    for (int64_t j = 0; j < width; j++)
+        out[j] = quant_f16_to_f32(row[j]);
+}
 
 /* Fills a head's cache with random keys/values; the slots hold positions
  * first_position .. first_position + slots - 1 and are copied into separately
- * allocated blocks (so ASan sees any read past a block). */
+ * allocated blocks (so ASan sees any read past a block). In f16 cases the
+ * even blocks are f16 (read through a row reader) and the odd ones f32 with
+ * the same f16-rounded values, so blocks of different types meet in one view. */
 static void fill_head(head_cache *cache, const paged_case *c, attention_kv_view *view)
 {
     int64_t block_count = (c->slots + BLOCK - 1) / BLOCK;
-    uint32_t element = c->storage == TENSOR_F32 ? 4 : 2;
     for (int64_t i = 0; i < c->slots * DIM; i++) {
         cache->keys[i] = (float)(random_unit() * 2 - 1);
         cache->values[i] = (float)(random_unit() * 2 - 1);
@@ -54,6 +65,9 @@ static void fill_head(head_cache *cache, const paged_case *c, attention_kv_view 
     for (int64_t i = 0; i < c->slots; i++)
         cache->positions[i] = (int32_t)(c->first_position + i);
     for (int64_t b = 0; b < block_count; b++) {
+        bool half = c->storage == TENSOR_F16 && b % 2 == 0;
+        uint32_t element = half ? 2 : 4;
+        cache->readers[b] = half ? read_f16_row : NULL;
         cache->key_blocks[b] = calloc(BLOCK * DIM, element);
         cache->value_blocks[b] = calloc(BLOCK * DIM, element);
         cache->position_blocks[b] = calloc(BLOCK, sizeof(int32_t));
@@ -62,7 +76,7 @@ static void fill_head(head_cache *cache, const paged_case *c, attention_kv_view 
             cache->position_blocks[b][s] = cache->positions[slot];
             for (int64_t j = 0; j < DIM; j++) {
                 float k = cache->keys[slot * DIM + j], v = cache->values[slot * DIM + j];
-                if (c->storage == TENSOR_F32) {
+                if (!half) {
                     ((float *)cache->key_blocks[b])[s * DIM + j] = k;
                     ((float *)cache->value_blocks[b])[s * DIM + j] = v;
                 } else {
@@ -76,7 +90,8 @@ static void fill_head(head_cache *cache, const paged_case *c, attention_kv_view 
         cache->position_pointers[b] = cache->position_blocks[b];
     }
     *view = (attention_kv_view){.keys = cache->key_pointers, .values = cache->value_pointers,
-                                .positions = cache->position_pointers, .slot_count = c->slots};
+                                .positions = cache->position_pointers, .key_readers = cache->readers,
+                                .value_readers = cache->readers, .slot_count = c->slots};
 }
 
 static void free_head(head_cache *cache, const paged_case *c)
@@ -93,10 +108,11 @@ static void check_case(compute_context *context, const paged_case *c, const char
 {
     static head_cache caches[MAX_HEADS];
     attention_kv_view views[MAX_HEADS];
-    float *mass[MAX_HEADS];
+    float *mass[MAX_HEADS], *squares[MAX_HEADS];
     for (int64_t h = 0; h < c->kv_heads; h++) {
         fill_head(&caches[h], c, &views[h]);
         mass[h] = calloc((size_t)c->slots, sizeof(float));
+        squares[h] = calloc((size_t)c->slots, sizeof(float));
     }
     int64_t width = c->heads * DIM;
     float *queries = malloc((size_t)(c->tokens * width) * sizeof(float));
@@ -109,11 +125,13 @@ static void check_case(compute_context *context, const paged_case *c, const char
         positions[t] = c->first_position + c->slots - c->tokens + t;
     attention_args args = {.queries = queries, .output = output, .positions = positions, .tokens = c->tokens,
                            .heads = c->heads, .kv_heads = c->kv_heads, .head_dim = DIM, .value_dim = DIM,
-                           .block_tokens = BLOCK, .storage = c->storage, .window = c->window, .scale = 0.35f,
-                           .views = views, .slot_mass = mass, .mass_first_token = c->tokens / 2};
+                           .block_tokens = BLOCK, .window = c->window, .scale = 0.35f,
+                           .views = views, .slot_mass = mass, .mass_first_token = c->tokens / 2,
+                           .slot_mass_squares = squares};
     compute_attention(context, &args);
 
     double *expected_mass = calloc((size_t)(c->kv_heads * c->slots), sizeof(double));
+    double *expected_squares = calloc((size_t)(c->kv_heads * c->slots), sizeof(double));
     int reported = 0;
     double worst = 0;
     for (int64_t t = 0; t < c->tokens; t++)
@@ -136,8 +154,10 @@ static void check_case(compute_context *context, const paged_case *c, const char
             for (int64_t i = 0; i < c->slots; i++)
                 total += weights[i] = weights[i] == -1e300 ? 0 : exp(weights[i] - best);
             for (int64_t i = 0; i < c->slots; i++)
-                if (t >= c->tokens / 2)
+                if (t >= c->tokens / 2) {
                     expected_mass[kv * c->slots + i] += weights[i] / total;
+                    expected_squares[kv * c->slots + i] += (weights[i] / total) * (weights[i] / total);
+                }
             for (int64_t j = 0; j < DIM; j++) {
                 double want = 0;
                 for (int64_t i = 0; i < c->slots; i++)
@@ -155,13 +175,19 @@ static void check_case(compute_context *context, const paged_case *c, const char
             if (fabs(mass[h][i] - want) > 1e-5 * (1 + want) && reported++ < 6)
                 CHECK_MESSAGE(false, "%s: mass of head %lld slot %lld: %g vs %g", name, (long long)h,
                               (long long)i, mass[h][i], want);
+            want = expected_squares[h * c->slots + i];
+            if (fabs(squares[h][i] - want) > 1e-5 * (1 + want) && reported++ < 6)
+                CHECK_MESSAGE(false, "%s: squared mass of head %lld slot %lld: %g vs %g", name, (long long)h,
+                              (long long)i, squares[h][i], want);
         }
     fprintf(stderr, "  %s: max abs error %.2e\n", name, worst);
     for (int64_t h = 0; h < c->kv_heads; h++) {
         free_head(&caches[h], c);
         free(mass[h]);
+        free(squares[h]);
     }
     free(expected_mass);
+    free(expected_squares);
     free(queries);
     free(output);
     free(positions);
@@ -241,7 +267,7 @@ static void results_do_not_depend_on_thread_count(void)
         outputs[threads - 1] = malloc(sizeof queries);
         attention_args args = {.queries = queries, .output = outputs[threads - 1], .positions = positions,
                                .tokens = 33, .heads = 4, .kv_heads = 2, .head_dim = DIM, .value_dim = DIM,
-                               .block_tokens = BLOCK, .storage = TENSOR_F32, .scale = 0.2f, .views = views};
+                               .block_tokens = BLOCK, .scale = 0.2f, .views = views};
         compute_attention(context, &args);
         for (int h = 0; h < 2; h++)
             free_head(&caches[h], &c);

@@ -23,15 +23,35 @@ typedef struct policy_case {
     const char *params;
     int64_t most_slots;
     bool frees_blocks; /* false for selection without eviction */
+    const char *profile; /* head profile for the tiny model (2 layers x 2 KV heads), or NULL */
+    const char *exact_params; /* params that make a budget >= the length exact (a precision's residual
+                                 covering every token); NULL: params */
 } policy_case;
 
+/* Duo keeps every slot of two tables of the four (layer 0 head 0, layer 1 head 1). */
+#define TINY_PROFILE "# strata head profile v1\nmodel tiny layers 2 kv_heads 2\n0.9 0.1\n0.2 0.8\n"
+
 static const policy_case cases[] = {
-    {"streaming", NULL, BUDGET, true},
-    {"h2o", NULL, BUDGET, true},
+    {"streaming", NULL, BUDGET, true, NULL, NULL},
+    {"h2o", NULL, BUDGET, true, NULL, NULL},
     /* SnapKV and PyramidKV compress once, after the prompt; the decode steps
      * then add to it. PyramidKV gives the lower layer up to twice the budget. */
-    {"snapkv", "observation=8", BUDGET + DECODE, true},
-    {"pyramidkv", "observation=8", 2 * BUDGET + DECODE, true},
+    {"snapkv", "observation=8", BUDGET + DECODE, true, NULL, NULL},
+    {"pyramidkv", "observation=8", 2 * BUDGET + DECODE, true, NULL, NULL},
+    {"merge", NULL, BUDGET, true, NULL, NULL},
+    /* Quest selects blocks to read and frees nothing: every slot stays. dense_layers=0: the tiny model has 2. */
+    {"quest", "dense_layers=0", PROMPT + DECODE, false, NULL, NULL},
+    /* Duo's retrieval heads keep everything; its streaming heads keep BUDGET. */
+    {"duo", NULL, PROMPT + DECODE, true, TINY_PROFILE, NULL},
+    /* Precisions, alone and composed: a residual of every token packs nothing (exact); by default older
+     * full blocks are packed, which frees bytes without dropping slots. */
+    {"q8", NULL, PROMPT + DECODE, true, NULL, "residual=1000"},
+    {"q4", NULL, PROMPT + DECODE, true, NULL, "residual=1000"},
+    {"kivi4", "residual=16", PROMPT + DECODE, true, NULL, "residual=1000"},
+    {"kivi2", "residual=16", PROMPT + DECODE, true, NULL, "residual=1000"},
+    {"h2o+kivi2", "residual=0", BUDGET, true, NULL, "residual=1000"},
+    {"streaming+q4", NULL, BUDGET, true, NULL, "residual=1000"},
+    {"snapkv+kivi4", "observation=8,residual=0", BUDGET + DECODE, true, NULL, "observation=8,residual=1000"},
 };
 enum { POLICIES = sizeof cases / sizeof cases[0] };
 
@@ -39,6 +59,7 @@ static strata_model *open_model(void)
 {
     tiny_model_spec spec = tiny_model_llama(); /* 2 layers, 2 KV heads, no window */
     spec.context_length = 256;
+    spec.key_length = 32; /* packed precisions quantize rows in groups of 32 */
     strata_model *model = NULL;
     strata_error err = {0};
     strata_model_options options = {.threads = 2};
@@ -46,11 +67,42 @@ static strata_model *open_model(void)
     return model;
 }
 
+static char profile_paths[POLICIES][64];
+
+static void remove_profiles(void)
+{
+    for (int p = 0; p < POLICIES; p++)
+        if (profile_paths[p][0] != '\0')
+            remove(profile_paths[p]);
+}
+
+/* The path of the policy's head profile from cases, written on first use; NULL for none. */
+static const char *profile_for(const char *policy)
+{
+    for (int p = 0; p < POLICIES; p++) {
+        if (strcmp(cases[p].name, policy) != 0 || cases[p].profile == NULL)
+            continue;
+        if (profile_paths[p][0] == '\0') {
+            snprintf(profile_paths[p], sizeof profile_paths[p], "/tmp/strata-test-profile-XXXXXX");
+            int fd = mkstemp(profile_paths[p]);
+            FILE *file = fd >= 0 ? fdopen(fd, "w") : NULL;
+            CHECK_MESSAGE(file != NULL && fputs(cases[p].profile, file) >= 0 && fclose(file) == 0,
+                          "cannot write %s", profile_paths[p]);
+            static bool cleanup_registered;
+            if (!cleanup_registered)
+                cleanup_registered = atexit(remove_profiles) == 0;
+        }
+        return profile_paths[p];
+    }
+    return NULL;
+}
+
 static strata_session *open_session(strata_model *model, const char *policy, int64_t budget, const char *params)
 {
     strata_session *session = NULL;
     strata_error err = {0};
-    strata_session_options options = {.kv_policy = policy, .kv_budget_tokens = budget, .kv_policy_params = params};
+    strata_session_options options = {.kv_policy = policy, .kv_budget_tokens = budget, .kv_policy_params = params,
+                                      .kv_head_profile = profile_for(policy)};
     CHECK_MESSAGE(strata_session_create(model, &options, &session, &err) == STRATA_OK, "%s: %s", policy, err.message);
     return session;
 }
@@ -89,7 +141,8 @@ static void budget_at_least_the_length_is_the_full_cache(void)
     strata_session *reference = open_session(model, "full", 0, NULL);
     run(reference, tokens, full);
     for (int p = 0; p < POLICIES; p++) {
-        strata_session *session = open_session(model, cases[p].name, PROMPT + DECODE, cases[p].params);
+        strata_session *session = open_session(model, cases[p].name, PROMPT + DECODE,
+                                               cases[p].exact_params != NULL ? cases[p].exact_params : cases[p].params);
         if (session != NULL && run(session, tokens, compressed))
             CHECK_MESSAGE(memcmp(full, compressed, sizeof full) == 0, "%s with a budget >= the length", cases[p].name);
         strata_session_destroy(session);
@@ -110,8 +163,7 @@ static void budget_is_respected_and_blocks_return_to_the_pool(void)
     run(reference, tokens, logits);
     strata_kv_stats stats;
     strata_model_kv_stats(model, &stats);
-    int64_t full_blocks = stats.used_blocks;
-    uint64_t full_free_bytes = stats.free_bytes;
+    uint64_t full_used_bytes = stats.used_bytes, full_free_bytes = stats.free_bytes;
     strata_session_destroy(reference);
     int32_t heads = 0, layers = strata_model_kv_layout(model, &heads);
     for (int p = 0; p < POLICIES; p++) {
@@ -124,13 +176,16 @@ static void budget_is_respected_and_blocks_return_to_the_pool(void)
             CHECK_MESSAGE(slots[t] <= cases[p].most_slots && slots[t] > 0, "%s table %d holds %lld slots (budget %d)",
                           cases[p].name, t, (long long)slots[t], BUDGET);
         strata_model_kv_stats(model, &stats);
+        /* Measured by the pool: the bytes of the blocks in use (each by its storage type) and the free bytes
+         * (whole free pages and free places in pages carved for packed blocks). */
         if (cases[p].frees_blocks)
-            CHECK_MESSAGE(stats.used_blocks < full_blocks && stats.free_bytes > full_free_bytes,
-                          "%s: %lld blocks in use, the full cache used %lld", cases[p].name,
-                          (long long)stats.used_blocks, (long long)full_blocks);
+            CHECK_MESSAGE(stats.used_bytes < full_used_bytes && stats.free_bytes > full_free_bytes,
+                          "%s: %llu bytes in use (%llu free), the full cache used %llu (%llu free)", cases[p].name,
+                          (unsigned long long)stats.used_bytes, (unsigned long long)stats.free_bytes,
+                          (unsigned long long)full_used_bytes, (unsigned long long)full_free_bytes);
         else
-            CHECK_MESSAGE(stats.used_blocks == full_blocks, "%s: %lld blocks in use, the full cache used %lld",
-                          cases[p].name, (long long)stats.used_blocks, (long long)full_blocks);
+            CHECK_MESSAGE(stats.used_bytes == full_used_bytes, "%s: %llu bytes in use, the full cache used %llu",
+                          cases[p].name, (unsigned long long)stats.used_bytes, (unsigned long long)full_used_bytes);
         CHECK(isfinite(logits[0]));
         strata_session_destroy(session);
     }
@@ -235,6 +290,35 @@ static void compressing_a_fork_leaves_the_parent_untouched(void)
     strata_model_close(model);
 }
 
+/* Quest keeps every slot (the session's KV bytes are those of the full
+ * cache) and reads fewer: under a read budget of a few blocks of the 66
+ * slots the logits move (blocks were skipped) but only a little. */
+static void quest_reads_a_few_blocks_and_keeps_the_full_cache(void)
+{
+    strata_model *model = open_model();
+    if (model == NULL)
+        return;
+    int32_t tokens[PROMPT + DECODE];
+    random_tokens(tokens, PROMPT + DECODE, 6);
+    float full[TINY_VOCAB], selected[TINY_VOCAB];
+    strata_session *reference = open_session(model, "full", 0, NULL);
+    strata_session *quest = open_session(model, "quest", 3 * 16 + 2, "dense_layers=0"); /* 3 blocks + the last */
+    if (reference != NULL && quest != NULL && run(reference, tokens, full) && run(quest, tokens, selected)) {
+        CHECK(strata_session_kv_bytes(quest, NULL) == strata_session_kv_bytes(reference, NULL));
+        double largest = 0, difference = 0;
+        for (int i = 0; i < TINY_VOCAB; i++) {
+            largest = fmax(largest, fabs(full[i]));
+            difference = fmax(difference, fabs(full[i] - selected[i]));
+        }
+        fprintf(stderr, "  quest vs full: largest logit %g, largest difference %g\n", largest, difference);
+        CHECK_MESSAGE(difference > 0, "quest under a read budget read everything");
+        CHECK_MESSAGE(difference <= 0.05 * largest, "quest moved the logits by %g (largest %g)", difference, largest);
+    }
+    strata_session_destroy(reference);
+    strata_session_destroy(quest);
+    strata_model_close(model);
+}
+
 /* Every registered policy (but the identity) has a line in cases. */
 static void every_policy_has_a_case(void)
 {
@@ -277,6 +361,7 @@ int main(void)
     RUN_CASE(different_policies_share_one_batch_step);
     RUN_CASE(compressing_a_fork_leaves_the_parent_untouched);
     RUN_CASE(unknown_policies_and_parameters_are_refused);
+    RUN_CASE(quest_reads_a_few_blocks_and_keeps_the_full_cache);
     RUN_CASE(every_policy_has_a_case);
     TEST_EXIT();
 }

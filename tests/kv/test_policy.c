@@ -45,6 +45,7 @@ typedef struct fixture {
     float *mass[TABLES];
     float original[TABLES][CAP]; /* mass by position, to follow slots through a compaction */
     double params[KV_POLICY_MAX_PARAMS];
+    float head_scores[TABLES]; /* all 0: for policies that rank tables by a head profile (duo) */
     kv_policy_view view;
     const kv_policy_ops *ops;
 } fixture;
@@ -109,7 +110,8 @@ static void fixture_init_layers(fixture *f, int32_t layers, const kv_policy_ops 
                                .layer_is_windowed = f->windowed,
                                .budget = budget,
                                .params = f->params,
-                               .mass = f->mass};
+                               .mass = f->mass,
+                               .head_scores = f->head_scores};
 }
 
 static void fixture_init(fixture *f, const kv_policy_ops *ops, const char *params, int64_t budget)
@@ -227,9 +229,9 @@ static bool pool_is_consistent(const kv_pool *pool)
 
 static void the_registry_lists_each_policy_once_and_full_is_the_identity(void)
 {
-    const char *names[] = {"full", "streaming", "h2o", "snapkv", "pyramidkv"};
-    CHECK(kv_policy_count == 5);
-    for (int i = 0; i < 5; i++) {
+    const char *names[] = {"full", "streaming", "h2o", "snapkv", "pyramidkv", "duo"};
+    CHECK(kv_policy_count == 6);
+    for (int i = 0; i < 6; i++) {
         CHECK(kv_policy_find(names[i]) != NULL);
         CHECK(kv_policy_find(names[i]) == kv_policies[i]);
     }

@@ -5,12 +5,17 @@
  * block), allocation until STRATA_E_KV_FULL without harm to the blocks in
  * use, reference counts and the usage counters against kv_pool_check's
  * recount, slot copies, and the storage types' round trips: f32 exactly,
- * f16 and bf16 within half a unit in the last place, ties to even. */
+ * f16 and bf16 within half a unit in the last place, ties to even. Packed
+ * blocks: pages carved for one packed type fill before a new page is taken,
+ * a page returns when its last block does, the byte counters follow (and
+ * kv_pool_check agrees at every step), and conversions between types keep
+ * positions and stay within the packed type's error bound. */
 #include <inttypes.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 
+#include "kv/packed.h"
 #include "kv/pool.h"
 #include "test_util.h"
 
@@ -193,15 +198,17 @@ static void alloc_until_full_then_kv_full_harms_nothing(void)
     kv_pool *pool = create_pool(&config);
     if (pool == NULL)
         return;
-    bool taken[20] = {false};
+    kv_block_id ids[20];
     for (int32_t i = 0; i < 20; i++) {
         kv_block_id block = KV_BLOCK_NONE;
         int32_t layer = i % 3, head = (i / 3) % 2;
         CHECK(kv_pool_alloc(pool, layer, head, &block, NULL) == STRATA_OK);
-        CHECK(block >= 0 && block < 20 && !taken[block]);
-        if (block < 0 || block >= 20)
+        CHECK(block >= 0 && block < kv_pool_block_id_limit(pool));
+        if (block < 0 || block >= kv_pool_block_id_limit(pool))
             return;
-        taken[block] = true;
+        for (int32_t j = 0; j < i; j++)
+            CHECK_MESSAGE(ids[j] != block, "block %" PRId32 " handed out twice", block);
+        ids[i] = block;
         CHECK(kv_pool_refcount(pool, block) == 1);
         int32_t owner_layer = -1, owner_head = -1;
         kv_pool_block_owner(pool, block, &owner_layer, &owner_head);
@@ -221,14 +228,14 @@ static void alloc_until_full_then_kv_full_harms_nothing(void)
     CHECK_MESSAGE(strstr(error.message, "20 blocks") != NULL && strstr(error.message, "layer 2") != NULL, "%s",
                   error.message);
     check_usage(pool, 20, 0);
-    for (kv_block_id b = 0; b < 20; b++)
-        CHECK_MESSAGE(block_holds(pool, b, 7.0f), "block %" PRId32 " changed by a failed alloc", b);
+    for (int32_t i = 0; i < 20; i++)
+        CHECK_MESSAGE(block_holds(pool, ids[i], 7.0f), "block %" PRId32 " changed by a failed alloc", ids[i]);
 
-    kv_pool_release(pool, 11);
+    kv_pool_release(pool, ids[11]);
     CHECK(kv_pool_alloc(pool, 0, 0, &block, NULL) == STRATA_OK);
-    CHECK(block == 11);
-    for (kv_block_id b = 0; b < 20; b++)
-        kv_pool_release(pool, b);
+    CHECK(block == ids[11]);
+    for (int32_t i = 0; i < 20; i++)
+        kv_pool_release(pool, ids[i]);
     check_usage(pool, 0, 0);
     kv_pool_destroy(pool);
 }
@@ -392,6 +399,175 @@ static void storage_types_round_trip_within_their_rounding(void)
           strcmp(kv_storage_name(KV_STORAGE_BF16), "bf16") == 0);
 }
 
+/* ---- packed blocks -------------------------------------------------------- */
+
+/* A uniform number in [0, 1). */
+static double random_unit(void)
+{
+    return (double)(random_u64() >> 11) * 0x1p-53;
+}
+
+static kv_pool_config packed_config(int32_t pages)
+{
+    /* f32, 16 slots of key and value 64: 4096 + 4096 + 64 + 64 = 8320 bytes a page. */
+    kv_pool_config config = {.block_tokens = 16, .layer_count = 2, .kv_head_count = 1, .key_length = 64,
+                             .value_length = 64, .storage = KV_STORAGE_F32};
+    config.budget_bytes = (uint64_t)pages * 8320;
+    return config;
+}
+
+static void packed_blocks_share_pages_and_return_them(void)
+{
+    kv_pool_config config = packed_config(6);
+    kv_pool *pool = create_pool(&config);
+    if (pool == NULL)
+        return;
+    CHECK(kv_pool_block_bytes(pool) == 8320);
+    const kv_storage types[] = {KV_STORAGE_Q8, KV_STORAGE_Q4, KV_STORAGE_KIVI4, KV_STORAGE_KIVI2};
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
+        kv_storage type = types[t];
+        strata_error error = {0};
+        CHECK_MESSAGE(kv_pool_check_storage(pool, type, &error) == STRATA_OK, "%s", error.message);
+        uint64_t bytes = kv_pool_storage_block_bytes(pool, type);
+        /* Sections from kv/packed.h, then positions and scores, rounded up to 64. */
+        uint64_t expected = kv_packed_key_bytes((kv_packed_type)(type - KV_STORAGE_Q8), 16, 64) +
+                            kv_packed_value_bytes((kv_packed_type)(type - KV_STORAGE_Q8), 16, 64) + 64 + 64;
+        expected = (expected + 63) / 64 * 64;
+        CHECK_MESSAGE(bytes == expected && bytes < 8320 / 2, "%s: %" PRIu64 " bytes, want %" PRIu64,
+                      kv_storage_name(type), bytes, expected);
+        int32_t per_page = (int32_t)(8320 / bytes) < KV_PAGE_MAX_BLOCKS ? (int32_t)(8320 / bytes) : KV_PAGE_MAX_BLOCKS;
+        /* Fill two pages and one more block: three pages taken, the counters exact. */
+        kv_block_id blocks[3 * KV_PAGE_MAX_BLOCKS];
+        int32_t count = 2 * per_page + 1;
+        for (int32_t i = 0; i < count; i++) {
+            CHECK(kv_pool_alloc_typed(pool, i % 2, 0, type, &blocks[i], NULL) == STRATA_OK);
+            CHECK(kv_block_storage(pool, blocks[i]) == type && kv_block_bytes(pool, blocks[i]) == bytes);
+            int64_t pages_taken = i / per_page + 1;
+            CHECK_MESSAGE(kv_pool_free_blocks(pool) == 6 - pages_taken, "%s block %d: %" PRId64 " pages free",
+                          kv_storage_name(type), i, kv_pool_free_blocks(pool));
+            pool_is_consistent(pool);
+        }
+        kv_pool_usage usage;
+        kv_pool_usage_get(pool, &usage);
+        CHECK(usage.used_blocks == count && usage.used_bytes == (uint64_t)count * bytes);
+        CHECK(usage.free_bytes == 3 * 8320 + (uint64_t)(per_page - 1) * bytes);
+        uint64_t by_owner[2];
+        kv_pool_bytes_by_owner(pool, by_owner);
+        CHECK(by_owner[0] + by_owner[1] == usage.used_bytes && by_owner[0] == (uint64_t)((count + 1) / 2) * bytes);
+        /* A base block still takes a whole page of its own. */
+        kv_block_id base;
+        CHECK(kv_pool_alloc(pool, 0, 0, &base, NULL) == STRATA_OK && kv_pool_free_blocks(pool) == 2);
+        kv_pool_release(pool, base);
+        /* Releasing a block of a full page puts the page back on its list: the next block lands there. */
+        kv_block_id freed = blocks[0];
+        kv_pool_release(pool, freed);
+        CHECK(kv_pool_alloc_typed(pool, 0, 0, type, &blocks[0], NULL) == STRATA_OK);
+        CHECK(blocks[0] == freed && kv_pool_free_blocks(pool) == 3);
+        for (int32_t i = 0; i < count; i++) {
+            kv_pool_release(pool, blocks[i]);
+            pool_is_consistent(pool);
+        }
+        kv_pool_usage_get(pool, &usage);
+        CHECK(kv_pool_free_blocks(pool) == 6 && usage.used_bytes == 0 && usage.free_bytes == 6 * 8320);
+    }
+    kv_pool_destroy(pool);
+}
+
+static void packed_types_are_refused_where_they_do_not_fit(void)
+{
+    kv_pool_config config = small_config(1, 1, 4); /* keys of 4, values of 3: no whole group of 32 */
+    kv_pool *pool = create_pool(&config);
+    if (pool == NULL)
+        return;
+    strata_error error = {0};
+    CHECK(kv_pool_check_storage(pool, KV_STORAGE_Q8, &error) == STRATA_E_INVALID_ARGUMENT);
+    CHECK_MESSAGE(strstr(error.message, "32") != NULL, "%s", error.message);
+    CHECK(kv_pool_check_storage(pool, KV_STORAGE_F16, &error) == STRATA_E_INVALID_ARGUMENT);
+    CHECK(kv_pool_check_storage(pool, KV_STORAGE_F32, &error) == STRATA_OK);
+    kv_storage found;
+    CHECK(kv_storage_find("kivi2", &found) && found == KV_STORAGE_KIVI2 && kv_storage_is_packed(found));
+    CHECK(!kv_storage_find("q3", &found) && !kv_storage_is_packed(KV_STORAGE_BF16));
+    kv_pool_destroy(pool);
+}
+
+/* Copying between types converts through f32: positions and scores move
+ * exactly, rows come back within the packed type's bound, and packing the
+ * packed rows again gives them back unchanged for per-token types. */
+static void copies_between_types_convert_rows_within_the_bound(void)
+{
+    kv_pool_config config = packed_config(8);
+    kv_pool *pool = create_pool(&config);
+    if (pool == NULL)
+        return;
+    const kv_storage types[] = {KV_STORAGE_Q8, KV_STORAGE_Q4, KV_STORAGE_KIVI4, KV_STORAGE_KIVI2};
+    float keys[16 * 64], values[16 * 64], row[64];
+    for (int i = 0; i < 16 * 64; i++) {
+        keys[i] = (float)(random_unit() * 4 - 2);
+        values[i] = (float)(random_unit() * 2 - 1);
+    }
+    kv_block_id base;
+    CHECK(kv_pool_alloc(pool, 1, 0, &base, NULL) == STRATA_OK);
+    kv_block_write_slots(pool, base, keys, values, 16);
+    for (int32_t s = 0; s < 16; s++) {
+        kv_block_positions(pool, base)[s] = 100 + 3 * s;
+        kv_block_scores(pool, base)[s] = (float)s / 4;
+    }
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
+        kv_packed_type packed = (kv_packed_type)(types[t] - KV_STORAGE_Q8);
+        kv_block_id block, again, back;
+        CHECK(kv_pool_alloc_typed(pool, 1, 0, types[t], &block, NULL) == STRATA_OK);
+        kv_pool_copy_slots(pool, base, block, 16);
+        int bad = 0;
+        for (int32_t s = 0; s < 16; s++) {
+            CHECK(kv_block_positions_const(pool, block)[s] == 100 + 3 * s &&
+                  kv_block_scores(pool, block)[s] == (float)s / 4);
+            kv_block_read_value(pool, block, s, row);
+            for (int j = 0; j < 64; j++) {
+                float lo = 1e30f, hi = -1e30f; /* the value's group: 32 channels of its row */
+                for (int k = j / 32 * 32; k < j / 32 * 32 + 32; k++) {
+                    lo = fminf(lo, values[s * 64 + k]);
+                    hi = fmaxf(hi, values[s * 64 + k]);
+                }
+                bad += fabs(row[j] - values[s * 64 + j]) > kv_packed_error_bound(packed, lo, hi, values[s * 64 + j]);
+            }
+            kv_block_read_key(pool, block, s, row);
+            for (int j = 0; j < 64; j++) {
+                float lo = 1e30f, hi = -1e30f; /* per token: the row's group; kivi: the channel over the block */
+                bool per_token = kv_packed_per_token(packed, KV_PACKED_KEYS);
+                for (int k = 0; k < 32; k++) {
+                    float x = per_token ? keys[s * 64 + j / 32 * 32 + k] : keys[(k % 16) * 64 + j];
+                    lo = fminf(lo, x);
+                    hi = fmaxf(hi, x);
+                }
+                bad += fabs(row[j] - keys[s * 64 + j]) > kv_packed_error_bound(packed, lo, hi, keys[s * 64 + j]);
+            }
+        }
+        CHECK_MESSAGE(bad == 0, "%s: %d values outside the bound", kv_storage_name(types[t]), bad);
+        /* Packed to base and to packed again: the same rows (per-token types re-encode to the same codes). */
+        CHECK(kv_pool_alloc(pool, 1, 0, &back, NULL) == STRATA_OK);
+        CHECK(kv_pool_alloc_typed(pool, 1, 0, types[t], &again, NULL) == STRATA_OK);
+        kv_pool_copy_slots(pool, block, back, 16);
+        kv_pool_copy_slots(pool, back, again, 16);
+        float first[64], second[64];
+        int changed = 0;
+        for (int32_t s = 0; s < 16; s++) {
+            kv_block_read_key(pool, block, s, first);
+            kv_block_read_key(pool, again, s, second);
+            changed += memcmp(first, second, sizeof first) != 0;
+            kv_block_read_value(pool, block, s, first);
+            kv_block_read_value(pool, again, s, second);
+            changed += memcmp(first, second, sizeof first) != 0;
+        }
+        CHECK_MESSAGE(changed == 0, "%s: %d rows changed by packing them again", kv_storage_name(types[t]), changed);
+        kv_pool_release(pool, block);
+        kv_pool_release(pool, again);
+        kv_pool_release(pool, back);
+        pool_is_consistent(pool);
+    }
+    kv_pool_release(pool, base);
+    kv_pool_destroy(pool);
+}
+
 int main(void)
 {
     RUN_CASE(block_bytes_follow_the_layout_rounded_up_to_64);
@@ -402,5 +578,8 @@ int main(void)
     RUN_CASE(usage_by_owner_counts_used_blocks_per_layer_and_head);
     RUN_CASE(copy_slots_copies_the_first_slots_and_nothing_else);
     RUN_CASE(storage_types_round_trip_within_their_rounding);
+    RUN_CASE(packed_blocks_share_pages_and_return_them);
+    RUN_CASE(packed_types_are_refused_where_they_do_not_fit);
+    RUN_CASE(copies_between_types_convert_rows_within_the_bound);
     TEST_EXIT();
 }

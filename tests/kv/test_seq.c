@@ -988,7 +988,8 @@ static bool stress_invariants_hold(kv_pool *pool)
 {
     int failures_before = test_failures;
     pool_is_consistent(pool);
-    int32_t references[STRESS_BLOCKS] = {0};
+    static int32_t references[STRESS_BLOCKS * KV_PAGE_MAX_BLOCKS];
+    memset(references, 0, sizeof references);
     for (int s = 0; s < STRESS_LIVE; s++) {
         const shadow_seq *shadow = &shadows[s];
         if (shadow->seq == NULL)
@@ -1016,7 +1017,7 @@ static bool stress_invariants_hold(kv_pool *pool)
                                   head, i, shadow->slots[t][i].position);
             }
     }
-    for (kv_block_id b = 0; b < STRESS_BLOCKS; b++)
+    for (kv_block_id b = 0; b < kv_pool_block_id_limit(pool); b++)
         CHECK_MESSAGE(kv_pool_refcount(pool, b) == references[b], "block %d: refcount %d, %d references", b,
                       kv_pool_refcount(pool, b), references[b]);
     return test_failures == failures_before;

@@ -17,5 +17,7 @@ int command_generate(int argc, char **argv);
 int command_bench(int argc, char **argv);
 /* strata logits -m FILE --tokens IDS -o OUT.npy: writes teacher-forced logits. */
 int command_logits(int argc, char **argv);
+/* strata calibrate -m FILE [-o PROFILE]: writes the head profile the duo KV policy reads. */
+int command_calibrate(int argc, char **argv);
 
 #endif

@@ -30,6 +30,7 @@ typedef struct generate_options {
     long long kv_budget_tokens;
     double kv_budget_ratio;
     char kv_params[512];
+    const char *kv_profile;
     bool kv_report;
     bool chat;
     bool seed_given;
@@ -62,11 +63,13 @@ static void print_help(FILE *stream)
             "                          they share the prompt's KV blocks and decode in one batch\n"
             "      --kv-mem SIZE       KV pool budget, e.g. 512M or 2G (default: from the model and machine)\n"
             "      --kv-type T         KV storage: f32 (default), f16 or bf16\n"
-            "      --kv-policy NAME    KV compression policy (see below); default full\n"
+            "      --kv-policy NAME[+PRECISION]  KV compression policy and/or precision (see below); default full\n"
             "      --kv-budget N|R%%    slots each (layer, KV head) keeps: N tokens, or R%% of the prompt\n"
             "      --kv-param K=V      a policy parameter (repeatable)\n"
+            "      --kv-profile FILE   head profile from `strata calibrate` (for --kv-policy duo)\n"
             "      --kv-report         print KV slots and bytes by layer and head at the end\n"
-            "\nKV policies: %s\n", strata_kv_policies());
+            "\nKV policies: %s\nKV precisions (alone or as POLICY+PRECISION): %s\n", strata_kv_policies(),
+            strata_kv_precisions());
 }
 
 static int parse_options(int argc, char **argv, generate_options *o)
@@ -156,6 +159,9 @@ static int parse_options(int argc, char **argv, generate_options *o)
                 return 2;
             }
             snprintf(o->kv_params + used, sizeof o->kv_params - used, "%s%s", used > 0 ? "," : "", value);
+        } else if (strcmp(flag, "--kv-profile") == 0) {
+            if (!VALUE()) return 2;
+            o->kv_profile = value;
         } else if (strcmp(flag, "--kv-report") == 0) {
             o->kv_report = true;
         } else if (strcmp(flag, "--stop") == 0) {
@@ -244,32 +250,36 @@ static void print_kv_report(const strata_model *model, const strata_session *ses
 {
     int32_t heads = 0, layers = strata_model_kv_layout(model, &heads);
     int64_t *slots = calloc((size_t)layers * (size_t)heads, sizeof *slots);
-    if (slots == NULL)
+    uint64_t *bytes = calloc((size_t)layers * (size_t)heads, sizeof *bytes);
+    if (slots == NULL || bytes == NULL) {
+        free(slots);
+        free(bytes);
         return;
+    }
     strata_session_kv_slots(session, slots);
+    strata_session_kv_table_bytes(session, bytes);
     strata_kv_stats stats;
     strata_model_kv_stats(model, &stats);
-    uint64_t bytes_per_slot = stats.block_bytes / (uint64_t)stats.block_tokens;
-    fprintf(stderr, "KV report (%d layers x %d KV heads; %llu bytes per block of %d slots):\n", layers, heads,
-            (unsigned long long)stats.block_bytes, stats.block_tokens);
-    int64_t total_blocks = 0;
+    fprintf(stderr, "KV report (%d layers x %d KV heads; %llu bytes per full-precision block of %d slots):\n", layers,
+            heads, (unsigned long long)stats.block_bytes, stats.block_tokens);
+    int64_t total_slots = 0;
     for (int32_t il = 0; il < layers; il++) {
         fprintf(stderr, "  layer %2d:", il);
         for (int32_t h = 0; h < heads; h++) {
             int64_t held = slots[il * heads + h];
-            int64_t blocks = (held + stats.block_tokens - 1) / stats.block_tokens;
-            total_blocks += blocks;
+            total_slots += held;
             fprintf(stderr, " head %d %lld slots %llu bytes%s", h, (long long)held,
-                    (unsigned long long)blocks * stats.block_bytes, h + 1 < heads ? ";" : "");
+                    (unsigned long long)bytes[il * heads + h], h + 1 < heads ? ";" : "");
         }
         fputc('\n', stderr);
     }
     uint64_t shared = 0, held_bytes = strata_session_kv_bytes(session, &shared);
-    fprintf(stderr, "  session: %lld blocks, %llu bytes (%llu shared); about %llu bytes per slot; pool: %llu of %llu bytes in use\n",
-            (long long)total_blocks, (unsigned long long)held_bytes, (unsigned long long)shared,
-            (unsigned long long)bytes_per_slot, (unsigned long long)stats.used_bytes,
+    fprintf(stderr, "  session: %lld slots, %llu bytes (%llu shared); %.1f bytes per slot; pool: %llu of %llu bytes in use\n",
+            (long long)total_slots, (unsigned long long)held_bytes, (unsigned long long)shared,
+            total_slots > 0 ? (double)held_bytes / (double)total_slots : 0.0, (unsigned long long)stats.used_bytes,
             (unsigned long long)stats.budget_bytes);
     free(slots);
+    free(bytes);
 }
 
 /* One continuation of --parallel: its session, sampler and text so far. */
@@ -418,7 +428,8 @@ int command_generate(int argc, char **argv)
                                               .kv_policy = o.kv_policy,
                                               .kv_budget_tokens = o.kv_budget_tokens,
                                               .kv_budget_ratio = (float)o.kv_budget_ratio,
-                                              .kv_policy_params = o.kv_params[0] != '\0' ? o.kv_params : NULL};
+                                              .kv_policy_params = o.kv_params[0] != '\0' ? o.kv_params : NULL,
+                                              .kv_head_profile = o.kv_profile};
 
     double load_start = now_seconds();
     if (strata_model_open(o.model_path, &model_options, &model, &error) != STRATA_OK)

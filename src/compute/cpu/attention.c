@@ -10,7 +10,9 @@
  *
  * Slots are in append order, so their positions increase along a view and
  * the slots a token sees form one contiguous range of slot indices. Keys and
- * values in f16 or bf16 are converted to f32 row by row as they are read.
+ * values of other types than f32 (16-bit, packed low-bit) are converted to
+ * f32 row by row as they are read, by each block's reader, into a buffer of
+ * one row: no block is ever expanded in memory.
  * When slot mass (and its squares) is requested, each thread adds into its own copy, summed
  * into the caller's arrays at the end, so results do not depend on timing. */
 #include "compute/cpu/attention.h"
@@ -40,17 +42,17 @@ static int64_t max_of(int64_t a, int64_t b)
 }
 
 /* Returns slot i's key (which = 0) or value (which = 1) row as f32: in place
- * for f32 storage, else converted into buffer. */
-static const float *slot_row(const compute_context *context, const attention_args *args,
-                             const attention_kv_view *view, int64_t slot, int which, float *buffer)
+ * for f32 blocks, else read into buffer by the block's reader. */
+static const float *slot_row(const attention_args *args, const attention_kv_view *view, int64_t slot, int which,
+                             float *buffer)
 {
     int64_t block = slot / args->block_tokens, offset = slot % args->block_tokens;
     int64_t width = which == 0 ? args->head_dim : args->value_dim;
     const void *base = which == 0 ? view->keys[block] : view->values[block];
-    if (args->storage == TENSOR_F32)
+    const attention_row_reader *readers = which == 0 ? view->key_readers : view->value_readers;
+    if (readers == NULL || readers[block] == NULL)
         return (const float *)base + offset * width;
-    const uint8_t *row = (const uint8_t *)base + (size_t)(offset * width) * 2; /* f16 and bf16: 2 bytes */
-    context->quant->dequantize[args->storage](row, buffer, width);
+    readers[block](base, offset, width, args->block_tokens, buffer);
     return buffer;
 }
 
@@ -104,7 +106,7 @@ static void attention_pair(const attention_job *job, int64_t t, int64_t h, float
         return; /* nothing visible: the output stays zero */
     float max_score = -INFINITY;
     for (int64_t i = first; i <= last; i++) {
-        float s = vector->dot(q, slot_row(context, args, view, i, 0, row_buffer), d) * args->scale;
+        float s = vector->dot(q, slot_row(args, view, i, 0, row_buffer), d) * args->scale;
         scores[i - first] = s;
         max_score = s > max_score ? s : max_score;
     }
@@ -117,7 +119,7 @@ static void attention_pair(const attention_job *job, int64_t t, int64_t h, float
     bool collect = mass != NULL && t >= args->mass_first_token;
     for (int64_t i = first; i <= last; i++) {
         float p = scores[i - first] * inverse;
-        vector->axpy(out, p, slot_row(context, args, view, i, 1, row_buffer), dv);
+        vector->axpy(out, p, slot_row(args, view, i, 1, row_buffer), dv);
         if (collect)
             mass[kv_head * job->mass_stride + i] += p;
         if (collect && squares != NULL)
@@ -133,7 +135,7 @@ static void pack_slot_panel(const attention_job *job, const attention_kv_view *v
     const attention_args *args = job->args;
     int64_t width = which == 0 ? args->head_dim : args->value_dim;
     for (int64_t r = 0; r < PANEL_ROWS; r++) {
-        const float *row = r < count ? slot_row(job->context, args, view, slot + r, which, row_buffer) : NULL;
+        const float *row = r < count ? slot_row(args, view, slot + r, which, row_buffer) : NULL;
         for (int64_t j = 0; j < width; j++)
             panel[j * PANEL_ROWS + r] = row != NULL ? row[j] : 0.0f;
     }
@@ -205,7 +207,7 @@ static void attention_token_block(const attention_job *job, int64_t kv_head, int
     for (int64_t d0 = 0; d0 < dv; d0 += PANEL_ROWS) {
         int64_t count = dv - d0 < PANEL_ROWS ? dv - d0 : PANEL_ROWS;
         for (int64_t j = 0; j < width; j++) {
-            const float *value = slot_row(job->context, args, view, first + j, 1, row_buffer);
+            const float *value = slot_row(args, view, first + j, 1, row_buffer);
             for (int64_t r = 0; r < PANEL_ROWS; r++)
                 panel[j * PANEL_ROWS + r] = r < count ? value[d0 + r] : 0.0f;
         }

@@ -4,8 +4,10 @@
  * For each KV head the caller describes its cache as a view: a list of
  * blocks of block_tokens slots (all full but the last), each with its keys,
  * values and the original position of every slot. The kernel reads the
- * blocks where they are (no copy into a contiguous buffer), in any of the
- * storage types f32, f16 and bf16 (converted to f32 as they are read), and
+ * blocks where they are (no copy into a contiguous buffer), in any storage
+ * type: f32 rows are read in place, any other block comes with a row reader
+ * that converts one row to f32 into a per-thread buffer of one row as it is
+ * read (16-bit types, packed low-bit types: the KV store provides them), and
  * masks by the recorded positions: a new token at position p sees a slot at
  * position p' iff p' <= p and, for a sliding window w, p - p' < w. So the
  * same kernel serves full caches, windows that dropped their oldest blocks,
@@ -21,10 +23,18 @@
 
 #include "compute/cpu/compute.h"
 
+/* Reads row `slot` of a block's key or value section as width f32 values into out. */
+typedef void (*attention_row_reader)(const void *section, int64_t slot, int64_t width, int64_t block_tokens,
+                                     float *out);
+
 typedef struct attention_kv_view {
-    const void *const *keys;         /* per block: block_tokens * head_dim values */
-    const void *const *values;       /* per block: block_tokens * value_dim values */
+    const void *const *keys;         /* per block: its key section */
+    const void *const *values;       /* per block: its value section */
     const int32_t *const *positions; /* per block: block_tokens positions */
+    /* Per block, how to read its rows; a NULL array or a NULL entry: rows of
+     * head_dim (value_dim) f32 values, read in place. */
+    const attention_row_reader *key_readers;
+    const attention_row_reader *value_readers;
     int64_t slot_count;              /* filled slots */
 } attention_kv_view;
 
@@ -38,7 +48,6 @@ typedef struct attention_args {
     int64_t head_dim;
     int64_t value_dim;
     int64_t block_tokens;
-    tensor_type storage;      /* TENSOR_F32, TENSOR_F16 or TENSOR_BF16 */
     int64_t window;           /* 0: none */
     float scale;              /* multiplies q . k */
     const attention_kv_view *views; /* kv_heads views */

@@ -12,6 +12,9 @@ const kv_policy_ops *const kv_policies[] = {
     &kv_policy_h2o,
     &kv_policy_snapkv,
     &kv_policy_pyramidkv,
+    &kv_policy_merge,
+    &kv_policy_quest,
+    &kv_policy_duo,
 };
 
 const int kv_policy_count = (int)(sizeof kv_policies / sizeof kv_policies[0]);
