@@ -10,8 +10,13 @@
  *       time to first token of R requests that share a system prompt and
  *       differ in their question, with the prefix cache on and off.
  *   strata-kv-bench policies [-m MODEL] [-t T] [--prompt 16384] [--budgets 2048,512] [--generate 32]
- *       for the full cache and every KV policy at each budget: KV bytes the
- *       session holds after the prompt and after decoding, and decode tokens/s.
+ *                            [--policies LIST] [--profile FILE]
+ *       for the full cache, every KV policy at each budget, every precision
+ *       alone (once: no budget) and a few compositions (POLICY+PRECISION) at
+ *       each budget: KV bytes the session holds after the prompt and after
+ *       decoding, and decode tokens/s. --policies picks the names instead;
+ *       duo needs --profile (a file from `strata calibrate`) and says so
+ *       in its row when it is missing.
  *
  * Tokens are drawn from the vocabulary with fixed seeds. Every mode prints
  * one line per measurement and, with --json, one JSON object per line. */
@@ -38,6 +43,8 @@ typedef struct bench_options {
     int question;
     int budgets[8];
     int budget_count;
+    const char *policies;  /* comma-separated names, or NULL: all */
+    const char *profile;   /* head profile for duo, or NULL */
     bool json;
 } bench_options;
 
@@ -256,7 +263,7 @@ static int policy_run(strata_model *model, const bench_options *o, const int32_t
     int32_t vocab = strata_model_vocab_size(model);
     strata_error error = {0};
     strata_session_options session_options = {.context_length = o->prompt + o->generate + 1, .kv_policy = policy,
-                                              .kv_budget_tokens = budget};
+                                              .kv_budget_tokens = budget, .kv_head_profile = o->profile};
     strata_session *session = NULL;
     if (strata_session_create(model, &session_options, &session, &error) != STRATA_OK)
         return fail(policy, &error);
@@ -286,10 +293,25 @@ static void print_policy_result(const bench_options *o, const char *policy, int 
                policy, budget, o->prompt, o->generate, (unsigned long long)r->bytes_after_prompt,
                (unsigned long long)r->bytes_after_decode, r->prefill_seconds, r->decode_tok_s);
     else
-        printf("| %-9s | %6d | %10.1f | %10.1f | %8.1f | %8.2f |\n", policy, budget,
+        printf("| %-14s | %6d | %10.1f | %10.1f | %8.1f | %8.2f |\n", policy, budget,
                r->bytes_after_prompt / 1048576.0, r->bytes_after_decode / 1048576.0, r->decode_tok_s,
                r->prefill_seconds);
     fflush(stdout);
+}
+
+/* Compositions measured besides every policy and precision alone. */
+static const char *const composed_policies = "snapkv+kivi4,h2o+kivi2,pyramidkv+q8,streaming+q4,h2o+mixed";
+
+/* Whether a name is a precision alone (its budget does not matter). */
+static bool precision_alone(const char *name)
+{
+    char list[128];
+    snprintf(list, sizeof list, "%s", strata_kv_precisions());
+    char *save = NULL;
+    for (char *precision = strtok_r(list, ", ", &save); precision != NULL; precision = strtok_r(NULL, ", ", &save))
+        if (strcmp(precision, name) == 0 && strcmp(name, "mixed") != 0)
+            return true;
+    return false;
 }
 
 /* The full cache and every policy at each budget, on one random prompt. */
@@ -300,23 +322,34 @@ static int bench_policies(strata_model *model, const bench_options *o)
     random_tokens(prompt, o->prompt, vocab, 77);
     if (!o->json)
         printf("%d-token prompt, %d decoded tokens; budget = slots per (layer, KV head) of the global layers\n"
-               "| policy    | budget | KV MiB after prompt | KV MiB after decoding | decode tok/s | prefill s |\n"
+               "| policy         | budget | KV MiB after prompt | KV MiB after decoding | decode tok/s | prefill s |\n"
                "|---|---:|---:|---:|---:|---:|\n",
                o->prompt, o->generate);
+    char names[1024];
+    if (o->policies != NULL)
+        snprintf(names, sizeof names, "%s", o->policies);
+    else
+        snprintf(names, sizeof names, "full,%s,%s,%s", strata_kv_policies(), strata_kv_precisions(),
+                 composed_policies);
     policy_result result;
-    int status = policy_run(model, o, prompt, "full", 0, &result);
-    if (status == 0)
-        print_policy_result(o, "full", 0, &result);
-    for (int b = 0; b < o->budget_count && status == 0; b++) {
-        char list[256];
-        snprintf(list, sizeof list, "%s", strata_kv_policies());
+    int status = 0;
+    /* Budget-free rows first (the full cache, precisions alone), then each budget. */
+    for (int b = -1; b < o->budget_count && status == 0; b++) {
+        char list[1024];
+        snprintf(list, sizeof list, "%s", names);
         char *save = NULL;
         for (char *name = strtok_r(list, ", ", &save); name != NULL && status == 0; name = strtok_r(NULL, ", ", &save)) {
-            if (strcmp(name, "full") == 0)
+            bool budget_free = strcmp(name, "full") == 0 || precision_alone(name);
+            if (budget_free != (b < 0))
                 continue;
-            status = policy_run(model, o, prompt, name, o->budgets[b], &result);
+            if (strcmp(name, "duo") == 0 && o->profile == NULL) {
+                printf("| %-14s | %6d | duo needs --profile FILE (from strata calibrate) |\n", name, o->budgets[b]);
+                continue;
+            }
+            int budget = b < 0 ? 0 : o->budgets[b];
+            status = policy_run(model, o, prompt, name, budget, &result);
             if (status == 0)
-                print_policy_result(o, name, o->budgets[b], &result);
+                print_policy_result(o, name, budget, &result);
         }
     }
     free(prompt);
@@ -372,6 +405,10 @@ int main(int argc, char **argv)
                  part = strtok_r(NULL, ",", &save))
                 ok = parse_int(part, 1, &o.budgets[o.budget_count++]);
             free(copy);
+        } else if (strcmp(flag, "--policies") == 0 && ok) {
+            o.policies = value;
+        } else if (strcmp(flag, "--profile") == 0 && ok) {
+            o.profile = value;
         } else if (strcmp(flag, "--prompt") == 0 && ok) {
             ok = parse_int(value, 2, &o.prompt);
             prompt_given = true;

@@ -22,6 +22,7 @@
 #include "base/error.h"
 #include "engine/calibrate.h"
 #include "engine/forward.h"
+#include "engine/session_internal.h"
 #include "kv/policy.h"
 #include "kv/precision.h"
 #include "model/model.h"
@@ -58,6 +59,7 @@ struct strata_session {
     const kv_policy_ops *precision_ops;
     double precision_params[KV_POLICY_MAX_PARAMS];
     int64_t precision_residual;
+    kv_storage demote_to;         /* "mixed": packed type of what the policy would drop; else the base type */
     char policy_name[64];         /* as given ("snapkv+kivi4"), for forks */
     char *head_profile;           /* the head profile's path (for forks), or NULL */
     float *head_scores;           /* its scores, per table, or NULL */
@@ -143,6 +145,7 @@ static kv_policy_view policy_view(const strata_session *session, bool prompt_don
         .prompt_done = prompt_done,
         .head_scores = session->head_scores,
         .state = session->policy_state,
+        .demote_to = session->demote_to,
     };
 }
 
@@ -161,6 +164,7 @@ static strata_status parse_policy_name(strata_session *session, const char *name
                                        strata_error *err)
 {
     session->precision = kv_pool_configuration(session->model->kv_pool)->storage;
+    session->demote_to = session->precision;
     if (strlen(name) >= sizeof session->policy_name)
         return strata_fail(err, STRATA_E_INVALID_ARGUMENT, "KV policy name '%.40s...' is too long", name);
     snprintf(session->policy_name, sizeof session->policy_name, "%s", name);
@@ -172,7 +176,8 @@ static strata_status parse_policy_name(strata_session *session, const char *name
     kv_precision_list_names(precisions, sizeof precisions);
     *policy = kv_policy_find(first);
     if (*policy == NULL && second == NULL && kv_precision_find(first, NULL) != NULL) {
-        *policy = &kv_policy_full; /* a precision alone */
+        /* A precision alone; "mixed" alone demotes what h2o would evict. */
+        *policy = strcmp(first, kv_precision_mixed.name) == 0 ? &kv_policy_h2o : &kv_policy_full;
         second = first;
     }
     if (*policy == NULL)
@@ -209,9 +214,16 @@ static strata_status setup_policy(strata_session *session, const strata_session_
                                           session->precision_params, err);
     if (status != STRATA_OK)
         return status;
-    if (session->precision_ops != NULL)
+    if (session->precision_ops == &kv_precision_mixed) {
+        bool four = kv_policy_param_value(session->precision_ops, session->precision_params, "bits") > 2;
+        session->demote_to = four ? KV_STORAGE_KIVI4 : KV_STORAGE_KIVI2;
+        status = kv_pool_check_storage(model->kv_pool, session->demote_to, err);
+        if (status != STRATA_OK)
+            return status;
+    } else if (session->precision_ops != NULL) {
         session->precision_residual =
             (int64_t)kv_policy_param_value(session->precision_ops, session->precision_params, "residual");
+    }
     int64_t tokens = options != NULL ? options->kv_budget_tokens : 0;
     float ratio = options != NULL ? options->kv_budget_ratio : 0.0f;
     if (tokens < 0 || !(ratio >= 0.0f && ratio <= 1.0f))
@@ -305,7 +317,7 @@ static strata_status run_policy_hook(strata_session *session, policy_moment mome
 static strata_status run_policy(strata_session *session, policy_moment moment, bool prompt_done, strata_error *err)
 {
     strata_status status = run_policy_hook(session, moment, prompt_done, err);
-    if (status == STRATA_OK && session->precision_ops != NULL)
+    if (status == STRATA_OK && session->precision_ops != NULL && session->precision_ops != &kv_precision_mixed)
         status = kv_precision_apply(session->seq, session->precision, session->precision_residual, err);
     return status;
 }
@@ -660,6 +672,7 @@ strata_status strata_session_fork(const strata_session *session, strata_session 
     memcpy(child->policy_params, session->policy_params, sizeof child->policy_params);
     memcpy(child->precision_params, session->precision_params, sizeof child->precision_params);
     child->precision_residual = session->precision_residual;
+    child->demote_to = session->demote_to;
     int64_t tables = session->model->params.layer_count * session->model->params.kv_head_count;
     copy_slot_arrays(child->mass, session->mass, tables, session->context_length);
     copy_slot_arrays(child->mass_squares, session->mass_squares, tables, session->context_length);

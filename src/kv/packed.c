@@ -28,6 +28,7 @@ enum {
     PACKED_MAX_BLOCK_TOKENS = 1 << 16, /* the pool's limits */
     PACKED_MAX_VECTOR_LENGTH = 1 << 20,
     HALF_MAX_BITS = 0x7bff, /* 65504, the largest finite half */
+    HALF_MIN_NORMAL_BITS = 0x0400, /* 2^-14, the smallest normal half */
 };
 
 static const double HALF_MAX = 65504.0;
@@ -69,6 +70,26 @@ static inline float half_to_float(uint16_t half)
     memcpy(&subnormal_bits, &subnormal, sizeof subnormal_bits);
     uint32_t is_subnormal = 0u - (uint32_t)((magnitude & 0x0f800000u) == 0);
     return float_from_bits((normal & ~is_subnormal) | (subnormal_bits & is_subnormal) | sign);
+}
+
+/* A half that is zero or normal (not subnormal, not infinite) as a float:
+ * its bits moved to float positions, times 2^112 to rebias the exponent.
+ * Exact for every finite half (a subnormal one too, but as a float
+ * multiply with a subnormal operand, slow on many x86 cores): a few
+ * operations where half_to_float needs a dozen, for the kivi key
+ * parameters, which are never subnormal and are converted for every row. */
+static inline float half_to_float_normal(uint16_t half)
+{
+    float value = float_from_bits((uint32_t)(half & 0x7fff) << 13) * 0x1p112f;
+    uint32_t bits;
+    memcpy(&bits, &value, sizeof bits);
+    return float_from_bits(bits | (uint32_t)(half & 0x8000) << 16);
+}
+
+/* The same for a half known to be positive or +0 (kivi scales): no sign to move. */
+static inline float positive_half_to_float_normal(uint16_t half)
+{
+    return float_from_bits((uint32_t)half << 13) * 0x1p112f;
 }
 
 /* The next half above or below a finite one (never past +-65504: callers
@@ -130,9 +151,7 @@ static int round_clamped(float t, int lowest, int highest)
 
 static void pack_codes(int bits, const uint8_t codes[KV_PACKED_GROUP], uint8_t *out)
 {
-    if (bits == 8) {
-        memcpy(out, codes, KV_PACKED_GROUP);
-    } else if (bits == 4) {
+    if (bits == 4) {
         for (int j = 0; j < 16; j++)
             out[j] = (uint8_t)(codes[j] | codes[j + 16] << 4);
     } else {
@@ -143,8 +162,11 @@ static void pack_codes(int bits, const uint8_t codes[KV_PACKED_GROUP], uint8_t *
 }
 
 /* Writes the 32 codes of a packed 4- or 2-bit group as bytes. The 2-bit
- * planes are cut out of one 64-bit word (four masks and shifts) rather
- * than byte by byte, which compilers do not vectorize. */
+ * planes are cut out of the group's 8 bytes as one 64-bit word, two planes
+ * at a time in a 16-byte vector (GCC's generic vector extension, plain
+ * shifts and masks on any target): byte-by-byte loops do not vectorize, and
+ * four 8-byte stores read back as 16-byte loads stall store forwarding,
+ * which doubled the time of a kivi2 row. */
 static inline void unpack_codes(int bits, const uint8_t *restrict packed, uint8_t *restrict codes)
 {
     if (bits == 4) {
@@ -153,23 +175,37 @@ static inline void unpack_codes(int bits, const uint8_t *restrict packed, uint8_
             codes[j + 16] = packed[j] >> 4;
         }
     } else {
-        uint64_t word, plane;
+        typedef uint64_t u64x2 __attribute__((vector_size(16)));
+        uint64_t word;
         memcpy(&word, packed, sizeof word);
-        for (int p = 0; p < 4; p++) {
-            plane = (word >> (2 * p)) & 0x0303030303030303ull;
-            memcpy(codes + 8 * p, &plane, sizeof plane);
-        }
+        const u64x2 mask = {0x0303030303030303ull, 0x0303030303030303ull};
+        u64x2 both = {word, word};
+        u64x2 low = (both >> (u64x2){0, 2}) & mask, high = (both >> (u64x2){4, 6}) & mask;
+        memcpy(codes, &low, sizeof low);
+        memcpy(codes + 16, &high, sizeof high);
     }
 }
 
 /* ---- asymmetric groups (kivi) ------------------------------------------ */
 
 /* The stored minimum and scale of an asymmetric group spanning lo .. hi:
- * the minimum rounded down, the scale rounded up, so min + levels * scale >= hi. */
+ * the minimum rounded down, the scale rounded up, so min + levels * scale >= hi.
+ * Neither is ever a subnormal half (a scale below 2^-14 becomes 2^-14, a
+ * minimum in (-2^-14, 0) becomes -2^-14, one in (0, 2^-14) becomes 0), so the
+ * kivi key decoder may convert them with one multiply (half_to_float_normal):
+ * a float multiply with a subnormal operand is slow on many x86 cores. It
+ * costs nothing that matters: steps finer than 2^-14 (6.1e-5) only for
+ * groups narrower than levels * 2^-14. */
 static void asymmetric_parameters(float lo, float hi, int levels, uint16_t *min_half, uint16_t *scale_half)
 {
-    *min_half = half_at_most(lo);
-    *scale_half = half_at_least(((double)hi - (double)half_to_float(*min_half)) / levels);
+    uint16_t minimum = half_at_most(lo);
+    if ((minimum & 0x7c00) == 0 && (minimum & 0x03ff) != 0)
+        minimum = (minimum & 0x8000) ? (uint16_t)(HALF_MIN_NORMAL_BITS | 0x8000) : 0;
+    uint16_t scale = half_at_least(((double)hi - (double)half_to_float(minimum)) / levels);
+    if (scale != 0 && scale < HALF_MIN_NORMAL_BITS)
+        scale = HALF_MIN_NORMAL_BITS;
+    *min_half = minimum;
+    *scale_half = scale;
 }
 
 static uint8_t asymmetric_code(float x, float minimum, float scale, int levels)
@@ -550,8 +586,8 @@ static void kivi_keys_decode(int bits, int32_t key_length, const uint8_t *restri
         memcpy(minimum_halves, minimums + 2 * (uint64_t)start, sizeof minimum_halves);
         float scale[KV_PACKED_GROUP], minimum[KV_PACKED_GROUP];
         for (int j = 0; j < KV_PACKED_GROUP; j++) {
-            scale[j] = half_to_float(scale_halves[j]);
-            minimum[j] = half_to_float(minimum_halves[j]);
+            scale[j] = positive_half_to_float_normal(scale_halves[j]);
+            minimum[j] = half_to_float_normal(minimum_halves[j]);
         }
         /* One instantiation per bit width, so the unpacking loops have constant shapes. */
         if (bits == 4)
@@ -682,11 +718,13 @@ double kv_packed_error_bound(kv_packed_type type, float lo, float hi, float x)
         int levels = (1 << type_info(type)->key_bits) - 1;
         if (low < -HALF_MAX || high > HALF_MAX)
             return INFINITY;
-        double minimum_rounding = fmax(fabs(low) * 0x1p-10, 0x1p-24);
+        /* Neither the minimum nor the scale is stored subnormal: 2^-14 is
+         * the finest rounding of the one and the smallest non-zero other. */
+        double minimum_rounding = fmax(fabs(low) * 0x1p-10, 0x1p-14);
         double scale = (high - low + minimum_rounding) / levels;
         if (scale > HALF_MAX)
             return INFINITY;
-        double stored_scale = half_rounded_up(scale);
+        double stored_scale = fmax(half_rounded_up(scale), 0x1p-14);
         return stored_scale / 2.0 + 0x1p-21 * (magnitude + fabs(low) + stored_scale);
     }
     case KV_PACKED_TYPE_COUNT:

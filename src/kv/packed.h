@@ -11,9 +11,13 @@
  * minimums are IEEE halves. The types:
  *
  *   q8     per token: each slot's row in groups of 32, f16 d + 32 int8 codes,
- *          x' = d * q. The bytes of a row are a row of quant/'s Q8_0.
+ *          x' = d * q, d the smallest half >= max|x| / 127. The bytes of a
+ *          row are a row of quant/'s Q8_0.
  *   q4     per token: groups of 32, f16 d + 16 bytes of nibbles, x' = d * (q - 8),
- *          d = m / -8 for m the value of largest magnitude. A row of Q4_0.
+ *          d = m / -8 (its magnitude rounded up to a half) for m the value
+ *          of largest magnitude, the positive one on a tie. A row of Q4_0.
+ *          (llama.cpp rounds d to the nearest half and computes codes with
+ *          the unrounded d: same layout, codes at most one apart.)
  *   kivi4, kivi2 (KIVI, Liu et al. 2024: asymmetric min/max quantization)
  *          keys per channel: over the block's slots, channel c has its own
  *          f16 scale and f16 minimum, and each (slot, channel) a 4- or 2-bit
@@ -126,8 +130,12 @@ void kv_packed_decode_values(kv_packed_type type, int32_t block_tokens, int32_t 
  *          D / 2 + r(x), except for x on the far side of zero from m with
  *          |x| > 15/16 |m|, whose code 16 is clamped to 15:
  *          max(D / 2, |x| - 7/8 |m|) + r(x), at most a full step |m| / 8.
- *   kivi   S = U((hi - lo + e) / (2^bits - 1)), e = max(|lo| 2^-10, 2^-24) the
- *          rounding of the minimum down to a half: S / 2 + 2^-21 (|x| + |lo| + S).
+ *   kivi   S = max(U((hi - lo + e) / (2^bits - 1)), 2^-14), e = max(|lo| 2^-10, 2^-14)
+ *          the rounding of the minimum down to a half: S / 2 + 2^-21 (|x| + |lo| + S).
+ *          (kivi never stores a subnormal half: scales and minimums are
+ *          zero or at least 2^-14 in magnitude, so the key decoder converts
+ *          them with one multiply; only groups narrower than
+ *          (2^bits - 1) * 2^-14 lose precision to that.)
  * The half-step terms come from the code grid, U from the stored halves, the
  * rest from f32 arithmetic (decoding is exact for q8 and q4, one rounding for kivi). */
 double kv_packed_error_bound(kv_packed_type type, float lo, float hi, float x);

@@ -152,9 +152,34 @@ double kv_policy_param_value(const kv_policy_ops *ops, const double *values, con
     return 0.0;
 }
 
+/* MiKV-style: instead of dropping the slots not kept, packs every full block
+ * holding none of the kept slots. A full pool leaves the rest unpacked. */
+static strata_status demote_unkept_blocks(const kv_policy_view *view, int32_t layer, int32_t kv_head,
+                                          const int64_t *keep, int64_t count, strata_error *err)
+{
+    int64_t block_tokens = kv_pool_configuration(kv_seq_pool(view->seq))->block_tokens;
+    int64_t full_blocks = kv_seq_table(view->seq, layer, kv_head)->slot_count / block_tokens;
+    int64_t next = 0; /* the first kept slot not yet passed */
+    for (int64_t b = 0; b < full_blocks; b++) {
+        while (next < count && keep[next] < b * block_tokens)
+            next++;
+        if (next < count && keep[next] < (b + 1) * block_tokens)
+            continue; /* the block holds a kept slot */
+        strata_status status = kv_seq_convert_block(view->seq, layer, kv_head, (int32_t)b, view->demote_to, err);
+        if (status == STRATA_E_KV_FULL)
+            return STRATA_OK;
+        if (status != STRATA_OK)
+            return status;
+    }
+    return STRATA_OK;
+}
+
 strata_status kv_policy_keep(const kv_policy_view *view, int32_t layer, int32_t kv_head, const int64_t *keep,
                              int64_t count, strata_error *err)
 {
+    const kv_pool_config *config = kv_pool_configuration(kv_seq_pool(view->seq));
+    if (view->demote_to != config->storage)
+        return demote_unkept_blocks(view, layer, kv_head, keep, count, err);
     strata_status status = kv_seq_keep(view->seq, layer, kv_head, keep, count, err);
     if (status != STRATA_OK)
         return status;

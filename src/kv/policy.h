@@ -70,6 +70,9 @@ typedef struct kv_policy_view {
     int64_t context_length;        /* slots each statistics or slot array holds at most */
     bool prompt_done;              /* false inside on_prefill_chunk before the prompt's last chunk */
     void *state;                   /* what ops->create_state made for this session; NULL without it */
+    kv_storage demote_to;          /* the pool's base type: kv_policy_keep drops slots; a packed type
+                                      ("mixed", MiKV): it keeps every slot and packs instead each full
+                                      block none of whose slots is kept */
     const float *head_scores;      /* per table (layer * kv_heads + head): its retrieval score from the
                                       session's head profile (engine/calibrate.h); NULL without one */
 } kv_policy_view;
@@ -134,7 +137,10 @@ strata_status kv_policy_parse_composed(const kv_policy_ops *policy, const kv_pol
 double kv_policy_param_value(const kv_policy_ops *ops, const double *values, const char *name);
 
 /* Keeps slots keep[0..count) (increasing) of the table of (layer, kv_head):
- * compacts the table, the statistics and the slot arrays of its slots alike. */
+ * compacts the table, the statistics and the slot arrays of its slots alike.
+ * Under "mixed" (view->demote_to packed) nothing is dropped: each full block
+ * without a kept slot is packed into view->demote_to (once packed, a block
+ * stays packed). */
 strata_status kv_policy_keep(const kv_policy_view *view, int32_t layer, int32_t kv_head, const int64_t *keep,
                              int64_t count, strata_error *err);
 
@@ -153,5 +159,8 @@ extern const kv_policy_ops kv_policy_pyramidkv;
 extern const kv_policy_ops kv_policy_duo;
 extern const kv_policy_ops kv_policy_merge;
 extern const kv_policy_ops kv_policy_quest;
+extern const kv_policy_ops kv_policy_cake;
+extern const kv_policy_ops kv_policy_windowkv;
+extern const kv_policy_ops kv_policy_lazy;
 
 #endif

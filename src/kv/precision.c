@@ -7,7 +7,17 @@
  *             cache); kivi4 and kivi2 to 128, the residual length of the
  *             KIVI paper (Liu et al., 2024), whose recent tokens stay in full
  *             precision. Blocks are packed whole, so the newest
- *             residual..residual + 15 tokens stay in the base type. */
+ *             residual..residual + 15 tokens stay in the base type.
+ *
+ * `mixed` (MiKV, "No Token Left Behind: Reliable KV Cache Compression via
+ * Importance-Aware Mixed Precision Quantization", Yang et al., 2024) is not a
+ * pass: it changes what the eviction policy's choice does (kv_policy_keep):
+ * the slots the policy keeps stay in the base type, and what it would drop
+ * is demoted to `bits` (2, the paper's low precision; or 4) instead of
+ * dropped. Blocks have one type, so demotion is by whole blocks of 16 slots:
+ * a full block is demoted when none of its slots is kept (a block holding
+ * one kept slot keeps all 16 at full precision). Alone, "mixed" demotes
+ * what h2o would evict. */
 #include "kv/precision.h"
 
 #include <stdio.h>
@@ -49,6 +59,17 @@ static const kv_policy_ops precision_kivi2 = {
     .param_count = 1,
 };
 
+static const kv_policy_param mixed_params[] = {
+    {"bits", 2, 2, 4, "bits of the demoted blocks: 2 (kivi2, MiKV's low precision) or 4 (kivi4)"},
+};
+
+const kv_policy_ops kv_precision_mixed = {
+    .name = "mixed",
+    .summary = "what the eviction policy would drop is demoted to 2 bits instead, whole blocks (MiKV, 2024)",
+    .params = mixed_params,
+    .param_count = 1,
+};
+
 static const struct {
     const kv_policy_ops *ops;
     kv_storage storage;
@@ -57,6 +78,7 @@ static const struct {
     {&precision_q4, KV_STORAGE_Q4},
     {&precision_kivi4, KV_STORAGE_KIVI4},
     {&precision_kivi2, KV_STORAGE_KIVI2},
+    {&kv_precision_mixed, KV_STORAGE_KIVI2},
 };
 
 enum { PRECISION_COUNT = sizeof precisions / sizeof precisions[0] };

@@ -21,6 +21,9 @@
 #include "kv/pool.h"
 #include "kv/seq.h"
 
+/* "mixed": demotion instead of eviction (kv_policy_view.demote_to), not a pass. */
+extern const kv_policy_ops kv_precision_mixed;
+
 /* Returns the precision named name ("q8", "q4", "kivi4", "kivi2") and its storage type, or NULL. */
 const kv_policy_ops *kv_precision_find(const char *name, kv_storage *storage);
 /* Writes the precision names, comma-separated, into buffer. */

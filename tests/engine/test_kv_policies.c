@@ -43,6 +43,12 @@ static const policy_case cases[] = {
     {"quest", "dense_layers=0", PROMPT + DECODE, false, NULL, NULL},
     /* Duo's retrieval heads keep everything; its streaming heads keep BUDGET. */
     {"duo", NULL, PROMPT + DECODE, true, TINY_PROFILE, NULL},
+    /* CAKE slices 2 x BUDGET among the 2 layers, each keeping its 8-slot window; decode steps hold each table. */
+    {"cake", "observation=8", 2 * BUDGET - 8, true, NULL, NULL},
+    /* WindowKV keeps whole 4-slot windows once, after the prompt; the decode steps then add to it. */
+    {"windowkv", "observation=8,window=4", BUDGET + DECODE, true, NULL, NULL},
+    /* LazyEviction keeps the prompt whole, then cuts to BUDGET every 4 decode steps (at step 4; 2 more after). */
+    {"lazy", "window=4", BUDGET + 3, true, NULL, NULL},
     /* Precisions, alone and composed: a residual of every token packs nothing (exact); by default older
      * full blocks are packed, which frees bytes without dropping slots. */
     {"q8", NULL, PROMPT + DECODE, true, NULL, "residual=1000"},
@@ -52,6 +58,9 @@ static const policy_case cases[] = {
     {"h2o+kivi2", "residual=0", BUDGET, true, NULL, "residual=1000"},
     {"streaming+q4", NULL, BUDGET, true, NULL, "residual=1000"},
     {"snapkv+kivi4", "observation=8,residual=0", BUDGET + DECODE, true, NULL, "observation=8,residual=1000"},
+    /* Mixed (MiKV) keeps every slot; the blocks h2o would evict whole are demoted to 2 bits. */
+    {"mixed", NULL, PROMPT + DECODE, true, NULL, NULL},
+    {"snapkv+mixed", "observation=8,bits=4", PROMPT + DECODE, true, NULL, "observation=8"},
 };
 enum { POLICIES = sizeof cases / sizeof cases[0] };
 
@@ -62,7 +71,7 @@ static strata_model *open_model(void)
     spec.key_length = 32; /* packed precisions quantize rows in groups of 32 */
     strata_model *model = NULL;
     strata_error err = {0};
-    strata_model_options options = {.threads = 2};
+    strata_model_options options = {.threads = 2, .kv_memory_bytes = 64u << 20}; /* every case at once in the batch test */
     CHECK_MESSAGE(tiny_model_open_with(&spec, &options, &model, &err) == STRATA_OK, "%s", err.message);
     return model;
 }
@@ -291,31 +300,43 @@ static void compressing_a_fork_leaves_the_parent_untouched(void)
 }
 
 /* Quest keeps every slot (the session's KV bytes are those of the full
- * cache) and reads fewer: under a read budget of a few blocks of the 66
- * slots the logits move (blocks were skipped) but only a little. */
-static void quest_reads_a_few_blocks_and_keeps_the_full_cache(void)
+ * cache) and reads fewer: with a read budget of about three quarters of a
+ * 206-token sequence the logits move (blocks were skipped) but only a
+ * little. (In this random-weight model every block's key bounds are about
+ * the same, so the choice is close to arbitrary; on Gemma 3 270M Quest
+ * stays much closer to the full cache than H2O: docs/kv-policies.md.) */
+static void quest_reads_fewer_blocks_and_keeps_the_full_cache(void)
 {
     strata_model *model = open_model();
     if (model == NULL)
         return;
-    int32_t tokens[PROMPT + DECODE];
-    random_tokens(tokens, PROMPT + DECODE, 6);
-    float full[TINY_VOCAB], selected[TINY_VOCAB];
-    strata_session *reference = open_session(model, "full", 0, NULL);
-    strata_session *quest = open_session(model, "quest", 3 * 16 + 2, "dense_layers=0"); /* 3 blocks + the last */
-    if (reference != NULL && quest != NULL && run(reference, tokens, full) && run(quest, tokens, selected)) {
-        CHECK(strata_session_kv_bytes(quest, NULL) == strata_session_kv_bytes(reference, NULL));
-        double largest = 0, difference = 0;
-        for (int i = 0; i < TINY_VOCAB; i++) {
-            largest = fmax(largest, fabs(full[i]));
-            difference = fmax(difference, fabs(full[i] - selected[i]));
-        }
-        fprintf(stderr, "  quest vs full: largest logit %g, largest difference %g\n", largest, difference);
-        CHECK_MESSAGE(difference > 0, "quest under a read budget read everything");
-        CHECK_MESSAGE(difference <= 0.05 * largest, "quest moved the logits by %g (largest %g)", difference, largest);
+    enum { LONG_PROMPT = 200 };
+    int32_t tokens[LONG_PROMPT + DECODE];
+    random_tokens(tokens, LONG_PROMPT + DECODE, 6);
+    float logits[2][TINY_VOCAB];
+    uint64_t bytes[2] = {0};
+    const char *policies[2] = {"full", "quest"};
+    strata_error err = {0};
+    for (int k = 0; k < 2; k++) {
+        strata_session *session = open_session(model, policies[k], k == 0 ? 0 : 150, k == 0 ? NULL : "dense_layers=0");
+        if (session == NULL)
+            return;
+        CHECK(strata_session_append(session, tokens, LONG_PROMPT, false, &err) == STRATA_OK);
+        for (int i = 0; i < DECODE; i++)
+            CHECK(strata_session_append(session, &tokens[LONG_PROMPT + i], 1, false, &err) == STRATA_OK);
+        memcpy(logits[k], strata_session_logits(session, 0), sizeof logits[k]);
+        bytes[k] = strata_session_kv_bytes(session, NULL);
+        strata_session_destroy(session);
     }
-    strata_session_destroy(reference);
-    strata_session_destroy(quest);
+    CHECK_MESSAGE(bytes[1] == bytes[0], "quest holds %llu KV bytes, the full cache %llu", (unsigned long long)bytes[1],
+                  (unsigned long long)bytes[0]);
+    double largest = 0, difference = 0;
+    for (int i = 0; i < TINY_VOCAB; i++) {
+        largest = fmax(largest, fabs(logits[0][i]));
+        difference = fmax(difference, fabs(logits[0][i] - logits[1][i]));
+    }
+    CHECK_MESSAGE(difference > 0, "quest under a read budget read every block");
+    CHECK_MESSAGE(difference <= 0.1 * largest, "quest moved the logits by %g (largest %g)", difference, largest);
     strata_model_close(model);
 }
 
@@ -361,7 +382,7 @@ int main(void)
     RUN_CASE(different_policies_share_one_batch_step);
     RUN_CASE(compressing_a_fork_leaves_the_parent_untouched);
     RUN_CASE(unknown_policies_and_parameters_are_refused);
-    RUN_CASE(quest_reads_a_few_blocks_and_keeps_the_full_cache);
+    RUN_CASE(quest_reads_fewer_blocks_and_keeps_the_full_cache);
     RUN_CASE(every_policy_has_a_case);
     TEST_EXIT();
 }

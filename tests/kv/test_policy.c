@@ -43,6 +43,10 @@ typedef struct fixture {
     bool windowed[MAX_LAYERS];
     float mass_storage[TABLES][CAP];
     float *mass[TABLES];
+    float squares_storage[TABLES][CAP];
+    float *squares[TABLES];
+    float array_storage[TABLES * KV_POLICY_MAX_SLOT_ARRAYS][CAP];
+    float *arrays[TABLES * KV_POLICY_MAX_SLOT_ARRAYS];
     float original[TABLES][CAP]; /* mass by position, to follow slots through a compaction */
     double params[KV_POLICY_MAX_PARAMS];
     float head_scores[TABLES]; /* all 0: for policies that rank tables by a head profile (duo) */
@@ -99,6 +103,10 @@ static void fixture_init_layers(fixture *f, int32_t layers, const kv_policy_ops 
     f->windowed[0] = true;
     for (int32_t table = 0; table < layers * HEADS; table++) {
         f->mass[table] = table / HEADS == 0 ? NULL : f->mass_storage[table]; /* none for the windowed layer */
+        f->squares[table] = table / HEADS == 0 ? NULL : f->squares_storage[table];
+        for (int k = 0; k < ops->slot_arrays; k++)
+            f->arrays[table * ops->slot_arrays + k] =
+                table / HEADS == 0 ? NULL : f->array_storage[table * KV_POLICY_MAX_SLOT_ARRAYS + k];
         for (int64_t p = 0; p < CAP; p++)
             f->mass_storage[table][p] = baseline(table % HEADS, p);
     }
@@ -111,6 +119,9 @@ static void fixture_init_layers(fixture *f, int32_t layers, const kv_policy_ops 
                                .budget = budget,
                                .params = f->params,
                                .mass = f->mass,
+                               .mass_squares = ops->mass_squares ? f->squares : NULL,
+                               .slot_arrays = ops->slot_arrays > 0 ? f->arrays : NULL,
+                               .slot_array_count = ops->slot_arrays,
                                .head_scores = f->head_scores};
 }
 
@@ -229,12 +240,15 @@ static bool pool_is_consistent(const kv_pool *pool)
 
 static void the_registry_lists_each_policy_once_and_full_is_the_identity(void)
 {
-    const char *names[] = {"full", "streaming", "h2o", "snapkv", "pyramidkv", "duo"};
-    CHECK(kv_policy_count == 6);
-    for (int i = 0; i < 6; i++) {
-        CHECK(kv_policy_find(names[i]) != NULL);
-        CHECK(kv_policy_find(names[i]) == kv_policies[i]);
-    }
+    /* Order-free (several policies are added at once): full comes first, these are found, no name twice. */
+    const char *names[] = {"full", "streaming", "h2o", "snapkv", "pyramidkv", "duo", "merge", "quest"};
+    CHECK(kv_policy_count >= 6 && kv_policies[0] == &kv_policy_full);
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        CHECK_MESSAGE(kv_policy_find(names[i]) != NULL && strcmp(kv_policy_find(names[i])->name, names[i]) == 0,
+                      "%s", names[i]);
+    for (int i = 0; i < kv_policy_count; i++)
+        for (int j = i + 1; j < kv_policy_count; j++)
+            CHECK_MESSAGE(strcmp(kv_policies[i]->name, kv_policies[j]->name) != 0, "%s twice", kv_policies[i]->name);
     CHECK(kv_policy_find("nonesuch") == NULL);
     CHECK(kv_policy_full.on_prefill_end == NULL && kv_policy_full.on_decode_step == NULL);
     CHECK(kv_policy_full.statistics == KV_STATISTICS_NONE && kv_policy_full.param_count == 0);

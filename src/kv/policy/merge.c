@@ -44,8 +44,11 @@
  *
  * Parameters:
  *   recent_ratio  (default 0.5, as H2O) share of the budget kept for the most recent slots.
- *   threshold     (default 0.5) least cosine similarity at which an evicted slot is merged;
- *                 -1 merges every evicted slot, 1 only exact look-alikes. */
+ *   threshold     (default 0.9) least cosine similarity at which an evicted slot is merged;
+ *                 -1 merges every evicted slot, 1 only exact look-alikes. On Gemma 3 270M
+ *                 (a 3,000-token prompt, 48 teacher-forced steps, budgets 512 and 128)
+ *                 0.5 and 0.8 were further from the full cache than H2O, 0.9 and 0.95 as
+ *                 close or closer: averaging keys that are not near-parallel misleads attention. */
 #include "kv/policy.h"
 
 #include <inttypes.h>
@@ -59,7 +62,7 @@ enum { MERGE_RECENT_RATIO = 0, MERGE_THRESHOLD = 1 };
 
 static const kv_policy_param merge_params[] = {
     {"recent_ratio", 0.5, 0, 1, "share of the budget kept for the most recent slots (the rest: heaviest)"},
-    {"threshold", 0.5, -1, 1, "least cosine similarity of keys at which an evicted slot is merged into a kept one"},
+    {"threshold", 0.9, -1, 1, "least cosine similarity of keys at which an evicted slot is merged into a kept one"},
 };
 
 /* Scratch for one step, sized for the largest table over budget. */

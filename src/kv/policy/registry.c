@@ -15,6 +15,9 @@ const kv_policy_ops *const kv_policies[] = {
     &kv_policy_merge,
     &kv_policy_quest,
     &kv_policy_duo,
+    &kv_policy_cake,
+    &kv_policy_windowkv,
+    &kv_policy_lazy,
 };
 
 const int kv_policy_count = (int)(sizeof kv_policies / sizeof kv_policies[0]);

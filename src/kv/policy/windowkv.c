@@ -1,10 +1,10 @@
 /* kv/policy/windowkv.c: WindowKV, "windowkv".
  *
  * From "WindowKV: Task-Adaptive Group-Wise KV Cache Window Selection for
- * Efficient LLM Inference" (2025; the authors' code is
- * github.com/optim996/WindowKV, which the details below follow): keeping single scattered
- * tokens breaks the phrases they belong to, so the cache keeps whole windows
- * of consecutive tokens, chosen by the attention the last prompt tokens (the
+ * Efficient LLM Inference" (2025; the details below follow the authors'
+ * code, github.com/optim996/WindowKV): keeping single scattered tokens
+ * breaks the phrases they belong to, so the cache keeps whole windows of
+ * consecutive tokens, chosen by the attention the last prompt tokens (the
  * observation window) put on them; and since neighbouring layers choose
  * alike, a group of layers shares one choice, computed once.
  *
@@ -19,11 +19,15 @@
  *   consecutive slots from slot 0 (the last one may be shorter);
  *   a window's score is, per KV head, the mean of its slots' masses
  *   (strategy 1, "average") or the mean of its top max(1, window/2) masses
- *   (strategy 0, "max"), summed over the KV heads of the layer that chooses;
+ *   (strategy 0, "max"), summed over the KV heads of the layer that chooses
+ *   (the paper's code: per query head, averaged over the heads);
  *   windows are taken by score (ties: the earlier window) while they fit in
- *   the B - w slots left, so a table never exceeds B. (The paper's code drops
- *   the ceil((n - w - (B - w)) / window) lowest windows, which keeps up to
- *   window - 1 slots more than that when the short last window is dropped.)
+ *   the B - w slots left, so a table never holds more than B.
+ * The budget counts the window, as for kv/policy/snapkv.c; the paper's code
+ * gives its budget to the slots before the window and keeps the window on
+ * top, and it drops the ceil((n - w - budget) / window) lowest windows,
+ * which keeps up to window - 1 slots more than its budget when the short
+ * last window is among them.
  * Groups: the global layers, numbered 0..L-1 from the lowest (windowed layers
  * are left alone), form groups of `group` consecutive layers; the first
  * layer of a group chooses the windows for every table of the group, from
