@@ -70,6 +70,7 @@ void forward_scratch_destroy(forward_scratch *s)
     free(s->view_positions);
     free(s->view_key_readers);
     free(s->view_value_readers);
+    free(s->view_key_types);
     free(s->chosen);
     free(s->chosen_counts);
     free(s->last_logits);
@@ -98,7 +99,11 @@ static strata_status reserve_views(forward_scratch *s, int64_t kv_heads, int64_t
     attention_row_reader *value_readers = realloc(s->view_value_readers, entries * sizeof *value_readers);
     if (value_readers != NULL)
         s->view_value_readers = value_readers;
-    if (keys == NULL || values == NULL || positions == NULL || key_readers == NULL || value_readers == NULL)
+    tensor_type *key_types = realloc(s->view_key_types, entries * sizeof *key_types);
+    if (key_types != NULL)
+        s->view_key_types = key_types;
+    if (keys == NULL || values == NULL || positions == NULL || key_readers == NULL || value_readers == NULL ||
+        key_types == NULL)
         return strata_fail(err, STRATA_E_OUT_OF_MEMORY, "cannot allocate block pointers for %lld blocks",
                            (long long)capacity);
     s->view_block_capacity = capacity;
@@ -159,6 +164,7 @@ static void build_views(forward_scratch *s, const kv_seq *seq, int32_t layer, in
         const int32_t **positions = s->view_positions + h * s->view_block_capacity;
         attention_row_reader *key_readers = s->view_key_readers + h * s->view_block_capacity;
         attention_row_reader *value_readers = s->view_value_readers + h * s->view_block_capacity;
+        tensor_type *key_types = s->view_key_types + h * s->view_block_capacity;
         for (int64_t b = 0; b < blocks; b++) {
             kv_block_id block = table->blocks[selected ? chosen[b] : b];
             keys[b] = kv_block_keys_const(pool, block);
@@ -167,10 +173,11 @@ static void build_views(forward_scratch *s, const kv_seq *seq, int32_t layer, in
             kv_storage storage = kv_block_storage(pool, block);
             key_readers[b] = kv_storage_key_reader(storage);
             value_readers[b] = kv_storage_value_reader(storage);
+            key_types[b] = kv_storage_key_tensor_type(storage);
         }
         s->views[h] = (attention_kv_view){.keys = keys, .values = values, .positions = positions,
                                           .key_readers = key_readers, .value_readers = value_readers,
-                                          .slot_count = slot_count};
+                                          .key_types = key_types, .slot_count = slot_count};
     }
 }
 

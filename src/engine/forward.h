@@ -55,6 +55,7 @@ typedef struct forward_scratch {
     const int32_t **view_positions;
     attention_row_reader *view_key_readers;   /* per block: how to read its rows (NULL: f32) */
     attention_row_reader *view_value_readers;
+    tensor_type *view_key_types;              /* per block: the tensor type of its key rows */
     int64_t view_block_capacity; /* per KV head */
     /* Blocks an item's selection chose, per KV head: [kv_heads][chosen_capacity] and their counts. */
     int64_t *chosen;

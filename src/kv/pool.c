@@ -710,6 +710,16 @@ static const struct {
     [KV_STORAGE_KIVI2] = {read_kivi2_key_row, read_kivi2_value_row},
 };
 
+tensor_type kv_storage_key_tensor_type(kv_storage storage)
+{
+    static const tensor_type types[KV_STORAGE_COUNT] = {
+        [KV_STORAGE_F32] = TENSOR_F32,     [KV_STORAGE_F16] = TENSOR_F16,         [KV_STORAGE_BF16] = TENSOR_BF16,
+        [KV_STORAGE_Q8] = TENSOR_Q8_0,     [KV_STORAGE_Q4] = TENSOR_Q4_0,         [KV_STORAGE_KIVI4] = TENSOR_TYPE_LIMIT,
+        [KV_STORAGE_KIVI2] = TENSOR_TYPE_LIMIT,
+    };
+    return types[storage];
+}
+
 kv_row_reader kv_storage_key_reader(kv_storage storage)
 {
     return row_readers[storage].key;

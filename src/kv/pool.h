@@ -31,6 +31,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "quant/types.h"
 #include "strata.h"
 
 typedef int32_t kv_block_id;
@@ -161,6 +162,10 @@ typedef void (*kv_row_reader)(const void *section, int64_t slot, int64_t width, 
 kv_row_reader kv_storage_key_reader(kv_storage storage);
 /* Returns the reader of value rows of a storage type; NULL for f32. */
 kv_row_reader kv_storage_value_reader(kv_storage storage);
+/* Returns the quant/ tensor type whose row kernels read the type's key rows
+ * where they lie (f32, f16, bf16, q8 = Q8_0, q4 = Q4_0), or
+ * TENSOR_TYPE_LIMIT when keys are not stored in rows (kivi: per channel). */
+tensor_type kv_storage_key_tensor_type(kv_storage storage);
 
 /* Fills usage with the pool's counts. */
 void kv_pool_usage_get(const kv_pool *pool, kv_pool_usage *usage);

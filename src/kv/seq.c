@@ -553,30 +553,36 @@ strata_status kv_seq_overwrite_slot(kv_seq *seq, int32_t layer, int32_t kv_head,
     int32_t index = (int32_t)(slot / seq->block_tokens);
     kv_block_id block = table->blocks[index];
     kv_storage storage = kv_block_storage(seq->pool, block);
-    if (storage != config->storage)
-        return strata_fail(err, STRATA_E_INVALID_ARGUMENT,
-                           "cannot overwrite slot %" PRId64 " of layer %" PRId32 " KV head %" PRId32
-                           ": its block is stored as %s, only blocks of the pool's %s can be overwritten",
-                           slot, layer, kv_head, kv_storage_name(storage), kv_storage_name(config->storage));
+    int64_t filled = table->slot_count - (int64_t)index * seq->block_tokens;
+    int32_t slots = (int32_t)(filled < seq->block_tokens ? filled : seq->block_tokens);
     if (kv_pool_refcount(seq->pool, block) >= 2) {
         /* Copy-on-write: the other holders keep the old block as it is. */
         kv_block_id copy;
-        strata_status status = kv_pool_alloc(seq->pool, layer, kv_head, &copy, err);
+        strata_status status = kv_pool_alloc_typed(seq->pool, layer, kv_head, storage, &copy, err);
         if (status != STRATA_OK)
             return status;
-        int64_t filled = table->slot_count - (int64_t)index * seq->block_tokens;
-        kv_pool_copy_slots(seq->pool, block, copy,
-                           (int32_t)(filled < seq->block_tokens ? filled : seq->block_tokens));
+        kv_pool_copy_slots(seq->pool, block, copy, slots);
         kv_pool_release(seq->pool, block);
         table->blocks[index] = block = copy;
     }
-    uint64_t value_bytes = kv_storage_bytes(config->storage);
-    int64_t i = slot % seq->block_tokens;
-    kv_storage_store(config->storage, (char *)kv_block_keys(seq->pool, block) + i * config->key_length * value_bytes,
-                     key, config->key_length);
-    kv_storage_store(config->storage,
-                     (char *)kv_block_values(seq->pool, block) + i * config->value_length * value_bytes, value,
-                     config->value_length);
+    int32_t place = (int32_t)(slot % seq->block_tokens);
+    if (kv_storage_is_packed(storage)) {
+        /* A packed block is encoded whole (kivi keys share scales across its slots): decode, replace, encode. */
+        for (int32_t i = 0; i < slots; i++) {
+            kv_block_read_key(seq->pool, block, i, seq->staging_keys + (int64_t)i * config->key_length);
+            kv_block_read_value(seq->pool, block, i, seq->staging_values + (int64_t)i * config->value_length);
+        }
+        memcpy(seq->staging_keys + (int64_t)place * config->key_length, key, (size_t)config->key_length * sizeof(float));
+        memcpy(seq->staging_values + (int64_t)place * config->value_length, value,
+               (size_t)config->value_length * sizeof(float));
+        kv_block_write_slots(seq->pool, block, seq->staging_keys, seq->staging_values, slots);
+        return STRATA_OK;
+    }
+    uint64_t value_bytes = kv_storage_bytes(storage);
+    kv_storage_store(storage, (char *)kv_block_keys(seq->pool, block) + place * config->key_length * value_bytes, key,
+                     config->key_length);
+    kv_storage_store(storage, (char *)kv_block_values(seq->pool, block) + place * config->value_length * value_bytes,
+                     value, config->value_length);
     return STRATA_OK;
 }
 

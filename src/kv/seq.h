@@ -103,8 +103,9 @@ void kv_seq_usage(const kv_seq *seq, int64_t *blocks, int64_t *shared_blocks);
  * kv_head) (key_length and value_length floats, stored in the block's type;
  * position and score stay). A block shared with other sequences or the
  * prefix cache is first replaced by a private copy (STRATA_E_KV_FULL, and no
- * change, when the pool has no block for it). Blocks of a storage type other
- * than the pool's base type are refused (STRATA_E_INVALID_ARGUMENT). */
+ * change, when the pool has no block for it). In a packed block the new
+ * rows are quantized with the block's other slots again (kivi keys share
+ * per-channel scales across the block). */
 strata_status kv_seq_overwrite_slot(kv_seq *seq, int32_t layer, int32_t kv_head, int64_t slot, const float *key,
                                     const float *value, strata_error *err);
 

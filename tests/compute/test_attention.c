@@ -19,7 +19,7 @@ static double random_unit(void)
     return (double)(rng_state >> 11) / 9007199254740992.0;
 }
 
-enum { BLOCK = 16, MAX_SLOTS = 300, MAX_HEADS = 8, DIM = 32 };
+enum { BLOCK = 16, MAX_SLOTS = 1100, MAX_HEADS = 8, DIM = 32 };
 
 typedef struct paged_case {
     int64_t heads, kv_heads, tokens, slots, first_position, window;
@@ -217,6 +217,10 @@ static void paged_attention_equals_contiguous_reference(void)
          .storage = TENSOR_F32},
         {.heads = 4, .kv_heads = 2, .tokens = 1, .slots = 77, .storage = TENSOR_F16},
         {.heads = 4, .kv_heads = 2, .tokens = 17, .slots = 77, .storage = TENSOR_F16},
+        /* Decode over several chunks of slots (split-K), with and without a window, f16 blocks among f32. */
+        {.heads = 8, .kv_heads = 2, .tokens = 3, .slots = 1037, .storage = TENSOR_F16},
+        {.heads = 4, .kv_heads = 1, .tokens = 1, .slots = 1100, .first_position = 77, .storage = TENSOR_F32},
+        {.heads = 6, .kv_heads = 2, .tokens = 2, .slots = 900, .window = 600, .storage = TENSOR_F32},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char name[64];
@@ -234,7 +238,7 @@ static void random_shapes_equal_contiguous_reference(void)
         paged_case c = {
             .kv_heads = kv_heads,
             .heads = kv_heads * (1 + (int64_t)(random_unit() * 2)),
-            .slots = 1 + (int64_t)(random_unit() * 250),
+            .slots = 1 + (int64_t)(random_unit() * (random_unit() < 0.3 ? 1000 : 250)),
             .first_position = random_unit() < 0.3 ? (int64_t)(random_unit() * 1000) : 0,
             .storage = random_unit() < 0.25 ? TENSOR_F16 : TENSOR_F32,
         };

@@ -38,7 +38,8 @@ static const policy_case cases[] = {
      * then add to it. PyramidKV gives the lower layer up to twice the budget. */
     {"snapkv", "observation=8", BUDGET + DECODE, true, NULL, NULL},
     {"pyramidkv", "observation=8", 2 * BUDGET + DECODE, true, NULL, NULL},
-    {"merge", NULL, BUDGET, true, NULL, NULL},
+    /* A low threshold, so that most evicted slots merge (and the fork case rewrites shared blocks). */
+    {"merge", "threshold=0", BUDGET, true, NULL, NULL},
     /* Quest selects blocks to read and frees nothing: every slot stays. dense_layers=0: the tiny model has 2. */
     {"quest", "dense_layers=0", PROMPT + DECODE, false, NULL, NULL},
     /* Duo's retrieval heads keep everything; its streaming heads keep BUDGET. */
@@ -58,6 +59,7 @@ static const policy_case cases[] = {
     {"h2o+kivi2", "residual=0", BUDGET, true, NULL, "residual=1000"},
     {"streaming+q4", NULL, BUDGET, true, NULL, "residual=1000"},
     {"snapkv+kivi4", "observation=8,residual=0", BUDGET + DECODE, true, NULL, "observation=8,residual=1000"},
+    {"merge+kivi4", "threshold=0,residual=0", BUDGET, true, NULL, "threshold=0,residual=1000"},
     /* Mixed (MiKV) keeps every slot; the blocks h2o would evict whole are demoted to 2 bits. */
     {"mixed", NULL, PROMPT + DECODE, true, NULL, NULL},
     {"snapkv+mixed", "observation=8,bits=4", PROMPT + DECODE, true, NULL, "observation=8"},

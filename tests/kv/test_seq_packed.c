@@ -205,10 +205,51 @@ static void packing_in_a_full_pool_stops_quietly(void)
     kv_pool_destroy(pool);
 }
 
+/* Overwriting a slot of a packed block (merging policies do) re-encodes the
+ * block: the new rows come back within the type's error, the other slots too,
+ * and a block shared with a fork is copied first, still packed. */
+static void overwriting_a_packed_slot_reencodes_its_block(void)
+{
+    kv_pool *pool = create_pool(40);
+    kv_seq *seq = NULL, *fork = NULL;
+    strata_error error = {0};
+    if (pool == NULL || kv_seq_create(pool, &seq, &error) != STRATA_OK)
+        return;
+    append(seq, 40);
+    CHECK(kv_precision_apply(seq, KV_STORAGE_KIVI4, 0, &error) == STRATA_OK);
+    CHECK(kv_seq_fork(seq, &fork, &error) == STRATA_OK);
+    float key[WIDTH], value[WIDTH];
+    for (int32_t j = 0; j < WIDTH; j++) {
+        key[j] = sample(0, 3, j, false); /* slot 5 takes position 3's rows */
+        value[j] = sample(0, 3, j, true);
+    }
+    kv_block_id shared = kv_seq_table(seq, 0, 0)->blocks[0];
+    CHECK(kv_seq_overwrite_slot(seq, 0, 0, 5, key, value, &error) == STRATA_OK);
+    kv_block_id copy = kv_seq_table(seq, 0, 0)->blocks[0];
+    CHECK(copy != shared && kv_block_storage(pool, copy) == KV_STORAGE_KIVI4);
+    CHECK(kv_seq_table(fork, 0, 0)->blocks[0] == shared);
+    double tolerance = 2 * tolerance_of(KV_STORAGE_KIVI4);
+    float got[WIDTH];
+    kv_block_read_key(pool, copy, 5, got);
+    for (int32_t j = 0; j < WIDTH; j++)
+        CHECK(fabs(got[j] - key[j]) <= tolerance);
+    CHECK(kv_block_positions_const(pool, copy)[5] == 5); /* the position stays */
+    for (int64_t i = 0; i < 16; i++)
+        if (i != 5) {
+            CHECK(slot_is(seq, 0, i, i, tolerance));
+            CHECK(slot_is(fork, 0, i, i, tolerance_of(KV_STORAGE_KIVI4)));
+        }
+    consistent(pool);
+    kv_seq_destroy(fork);
+    kv_seq_destroy(seq);
+    kv_pool_destroy(pool);
+}
+
 int main(void)
 {
     RUN_CASE(packing_keeps_slots_and_returns_bytes);
     RUN_CASE(packing_a_shared_block_leaves_the_other_sequence_alone);
     RUN_CASE(packing_in_a_full_pool_stops_quietly);
+    RUN_CASE(overwriting_a_packed_slot_reencodes_its_block);
     TEST_EXIT();
 }

@@ -1,8 +1,16 @@
 /* compute/cpu/attention.c: attention over block-table views of the KV cache.
  *
- * Two paths. Decode (fewer than ATTENTION_BLOCK_MIN_TOKENS new tokens): each
- * (token, head) pair walks the view's slots, dots the visible keys, takes
- * the softmax and accumulates the values; pairs are spread over threads.
+ * Two paths. Decode (fewer than ATTENTION_BLOCK_MIN_TOKENS new tokens) splits
+ * each (token, KV head)'s visible slots into chunks of DECODE_CHUNK_SLOTS
+ * (split-K, as flash-decoding): a work item reads each key and value row of
+ * its chunk once for all the query heads of the group (keys of dot-able
+ * types are dotted where they lie, dequantized in registers by the quant
+ * kernels; other rows are decoded into a one-row buffer), and leaves, per
+ * head, its chunk's maximum score, sum of exponentials and weighted sum of
+ * values. The calling thread then merges the chunks of each (token, head)
+ * into the softmax over all of them, and the slot mass from the kept
+ * exponentials. Chunks do not depend on the thread count, so neither do the
+ * results.
  * Prefill: for one KV head and a block of tokens, the query heads of the
  * group times the tokens form the rows of two matrix products through
  * transposed panels (scores = Q K^T over the block's visible slot span, then
@@ -26,7 +34,7 @@
  * visible keys and values into panels costs about as much as multiplying one
  * 64-row block with them, so rows are many. Fewer new tokens than
  * ATTENTION_BLOCK_MIN_TOKENS (decode) take the per-(token, head) path. */
-enum { ATTENTION_BLOCK_ROWS = 256, ATTENTION_BLOCK_MIN_TOKENS = 4 };
+enum { ATTENTION_BLOCK_ROWS = 256, ATTENTION_BLOCK_MIN_TOKENS = 4, DECODE_CHUNK_SLOTS = 256 };
 
 typedef struct attention_job {
     compute_context *context;
@@ -34,6 +42,12 @@ typedef struct attention_job {
     int64_t mass_offset;  /* where each thread's slot-mass copy starts in its scratch */
     int64_t mass_stride;  /* floats per KV head in that copy */
     int64_t squares_offset; /* where the squares copy starts, when asked for */
+    /* Decode: chunks per (token, KV head), and where the items' results lie
+     * in thread 0's scratch (shared: each item writes only its own). */
+    int64_t chunks;
+    float *partials;       /* per item: group * (2 + value_dim): max, sum, then the weighted values */
+    float *exponentials;   /* per (token, head): exp(score - chunk max) of every slot, for the mass */
+    int64_t exponential_stride; /* floats per (token, head) */
 } attention_job;
 
 static int64_t max_of(int64_t a, int64_t b)
@@ -87,44 +101,120 @@ static void visible_range(const attention_args *args, const attention_kv_view *v
     *last = begin - 1;
 }
 
-static void attention_pair(const attention_job *job, int64_t t, int64_t h, float *scratch, float *mass,
-                           float *squares)
+/* One decode work item: chunk `chunk` of the visible slots of token t for
+ * KV head kv_head, for every query head of its group. */
+static void decode_chunk(const attention_job *job, int64_t t, int64_t kv_head, int64_t chunk, float *scratch)
 {
     const attention_args *args = job->args;
     const compute_context *context = job->context;
     const vector_kernels *vector = context->vector;
-    int64_t group = args->heads / args->kv_heads, kv_head = h / group;
+    int64_t group = args->heads / args->kv_heads, d = args->head_dim, dv = args->value_dim;
     const attention_kv_view *view = &args->views[kv_head];
-    int64_t d = args->head_dim, dv = args->value_dim;
-    const float *q = args->queries + (t * args->heads + h) * d;
-    float *out = args->output + (t * args->heads + h) * dv;
-    int64_t position = args->positions[t], first, last;
-    visible_range(args, view, position, position, &first, &last);
-    float *row_buffer = scratch, *scores = scratch + max_of(d, dv);
-    memset(out, 0, (size_t)dv * sizeof(float));
-    if (first > last)
-        return; /* nothing visible: the output stays zero */
-    float max_score = -INFINITY;
-    for (int64_t i = first; i <= last; i++) {
-        float s = vector->dot(q, slot_row(args, view, i, 0, row_buffer), d) * args->scale;
-        scores[i - first] = s;
-        max_score = s > max_score ? s : max_score;
+    float *partial = job->partials + ((t * args->kv_heads + kv_head) * job->chunks + chunk) * group * (2 + dv);
+    float *maxima = partial, *sums = partial + group, *accumulated = partial + 2 * group;
+    int64_t first, last;
+    visible_range(args, view, args->positions[t], args->positions[t], &first, &last);
+    int64_t begin = first + chunk * DECODE_CHUNK_SLOTS;
+    int64_t end = begin + DECODE_CHUNK_SLOTS - 1 < last ? begin + DECODE_CHUNK_SLOTS - 1 : last;
+    memset(accumulated, 0, (size_t)(group * dv) * sizeof(float));
+    for (int64_t h = 0; h < group; h++) {
+        maxima[h] = -INFINITY;
+        sums[h] = 0.0f;
     }
-    float sum = 0.0f;
-    for (int64_t i = first; i <= last; i++) {
-        scores[i - first] = expf(scores[i - first] - max_score);
-        sum += scores[i - first];
+    if (begin > end)
+        return; /* an empty chunk: weight zero in the merge */
+    const float *queries = args->queries + (t * args->heads + kv_head * group) * d;
+    int64_t count = end - begin + 1;
+    float *scores = scratch, *row_buffer = scores + group * DECODE_CHUNK_SLOTS, dots[QUANT_DOT_MULTI_MAX];
+    for (int64_t i = begin; i <= end; i++) {
+        int64_t block = i / args->block_tokens, offset = i % args->block_tokens;
+        tensor_type type = view->key_types != NULL                                     ? view->key_types[block]
+                           : view->key_readers != NULL && view->key_readers[block] != NULL ? TENSOR_TYPE_LIMIT
+                                                                                            : TENSOR_F32;
+        for (int64_t h0 = 0; h0 < group; h0 += QUANT_DOT_MULTI_MAX) {
+            int n = (int)(group - h0 < QUANT_DOT_MULTI_MAX ? group - h0 : QUANT_DOT_MULTI_MAX);
+            if (type != TENSOR_TYPE_LIMIT) {
+                const uint8_t *row = (const uint8_t *)view->keys[block] + (uint64_t)offset * tensor_row_bytes(type, (uint64_t)d);
+                context->quant->dot_multi[type](row, queries + h0 * d, d, n, d, dots);
+            } else {
+                const float *key = slot_row(args, view, i, 0, row_buffer);
+                for (int j = 0; j < n; j++)
+                    dots[j] = vector->dot(queries + (h0 + j) * d, key, d);
+            }
+            for (int j = 0; j < n; j++) {
+                float s = dots[j] * args->scale;
+                scores[(h0 + j) * DECODE_CHUNK_SLOTS + (i - begin)] = s;
+                maxima[h0 + j] = s > maxima[h0 + j] ? s : maxima[h0 + j];
+            }
+        }
     }
-    float inverse = 1.0f / sum;
-    bool collect = mass != NULL && t >= args->mass_first_token;
-    for (int64_t i = first; i <= last; i++) {
-        float p = scores[i - first] * inverse;
-        vector->axpy(out, p, slot_row(args, view, i, 1, row_buffer), dv);
-        if (collect)
-            mass[kv_head * job->mass_stride + i] += p;
-        if (collect && squares != NULL)
-            squares[kv_head * job->mass_stride + i] += p * p;
+    for (int64_t h = 0; h < group; h++) {
+        float *e = scores + h * DECODE_CHUNK_SLOTS, sum = 0.0f;
+        for (int64_t i = 0; i < count; i++) {
+            e[i] = expf(e[i] - maxima[h]);
+            sum += e[i];
+        }
+        sums[h] = sum;
+        if (args->slot_mass != NULL && t >= args->mass_first_token)
+            memcpy(job->exponentials + (t * args->heads + kv_head * group + h) * job->exponential_stride + begin, e,
+                   (size_t)count * sizeof(float));
     }
+    for (int64_t i = begin; i <= end; i++) {
+        const float *value = slot_row(args, view, i, 1, row_buffer);
+        for (int64_t h = 0; h < group; h++)
+            vector->axpy(accumulated + h * dv, scores[h * DECODE_CHUNK_SLOTS + (i - begin)], value, dv);
+    }
+}
+
+/* Merges the decode chunks of every (token, head) into its output, and adds
+ * the slot mass (and its squares) the chosen tokens put on each slot. */
+static void decode_merge(const attention_job *job)
+{
+    const attention_args *args = job->args;
+    int64_t group = args->heads / args->kv_heads, dv = args->value_dim;
+    for (int64_t t = 0; t < args->tokens; t++)
+        for (int64_t head = 0; head < args->heads; head++) {
+            int64_t kv_head = head / group, h = head % group;
+            const float *partials = job->partials + (t * args->kv_heads + kv_head) * job->chunks * group * (2 + dv);
+            float highest = -INFINITY, total = 0.0f;
+            for (int64_t c = 0; c < job->chunks; c++) {
+                float m = partials[c * group * (2 + dv) + h];
+                highest = m > highest ? m : highest;
+            }
+            float *out = args->output + (t * args->heads + head) * dv;
+            memset(out, 0, (size_t)dv * sizeof(float));
+            if (highest == -INFINITY)
+                continue; /* nothing visible: the output stays zero */
+            /* Chunk c's exponentials are relative to its own maximum: scaled by exp(max_c - highest). */
+            for (int64_t c = 0; c < job->chunks; c++) {
+                const float *partial = partials + c * group * (2 + dv);
+                if (partial[h] != -INFINITY)
+                    total += partial[group + h] * expf(partial[h] - highest);
+            }
+            float inverse = 1.0f / total;
+            for (int64_t c = 0; c < job->chunks; c++) {
+                const float *partial = partials + c * group * (2 + dv);
+                if (partial[h] != -INFINITY)
+                    job->context->vector->axpy(out, expf(partial[h] - highest) * inverse, partial + 2 * group + h * dv,
+                                               dv);
+            }
+            if (args->slot_mass == NULL || t < args->mass_first_token)
+                continue;
+            int64_t first, last;
+            visible_range(args, &args->views[kv_head], args->positions[t], args->positions[t], &first, &last);
+            const float *e = job->exponentials + (t * args->heads + head) * job->exponential_stride;
+            for (int64_t c = 0; c * DECODE_CHUNK_SLOTS <= last - first; c++) {
+                float factor = expf(partials[c * group * (2 + dv) + h] - highest) * inverse;
+                int64_t begin = first + c * DECODE_CHUNK_SLOTS;
+                int64_t end = begin + DECODE_CHUNK_SLOTS - 1 < last ? begin + DECODE_CHUNK_SLOTS - 1 : last;
+                for (int64_t i = begin; i <= end; i++) {
+                    float p = e[i] * factor;
+                    args->slot_mass[kv_head][i] += p;
+                    if (args->slot_mass_squares != NULL)
+                        args->slot_mass_squares[kv_head][i] += p * p;
+                }
+            }
+        }
 }
 
 /* Converts and transposes `count` slot rows starting at `slot` into a panel:
@@ -232,15 +322,28 @@ static int64_t work_floats(int64_t heads, int64_t kv_heads, int64_t head_dim, in
     int64_t row_buffer = max_of(head_dim, value_dim);
     int64_t blocked = rows * (head_dim + max_slots + value_dim) + row_buffer +
                       PANEL_ROWS * max_of(max_of(head_dim, value_dim), max_slots);
-    int64_t decode = row_buffer + max_slots;
+    int64_t decode = group * DECODE_CHUNK_SLOTS + row_buffer;
     return max_of(blocked, decode);
+}
+
+static int64_t chunks_for(int64_t max_slots)
+{
+    return max_slots > 0 ? (max_slots + DECODE_CHUNK_SLOTS - 1) / DECODE_CHUNK_SLOTS : 1;
+}
+
+/* Floats of the decode results all threads share (in thread 0's scratch). */
+static int64_t decode_shared_floats(int64_t heads, int64_t kv_heads, int64_t value_dim, int64_t max_slots)
+{
+    int64_t tokens = ATTENTION_BLOCK_MIN_TOKENS - 1, group = heads / kv_heads;
+    return tokens * kv_heads * chunks_for(max_slots) * group * (2 + value_dim) + tokens * heads * max_slots;
 }
 
 int64_t compute_attention_scratch_floats(int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t value_dim,
                                          int64_t block_tokens, int64_t max_slots)
 {
     (void)block_tokens;
-    return work_floats(heads, kv_heads, head_dim, value_dim, max_slots) + 2 * kv_heads * max_slots;
+    return work_floats(heads, kv_heads, head_dim, value_dim, max_slots) + 2 * kv_heads * max_slots +
+           decode_shared_floats(heads, kv_heads, value_dim, max_slots);
 }
 
 static void attention_task(void *argument, int thread_index, int thread_count)
@@ -249,19 +352,20 @@ static void attention_task(void *argument, int thread_index, int thread_count)
     const attention_args *args = job->args;
     float *scratch = job->context->scratch[thread_index];
     float *mass = NULL, *squares = NULL;
-    if (args->slot_mass != NULL) {
+    if (args->slot_mass != NULL && args->tokens >= ATTENTION_BLOCK_MIN_TOKENS) {
         mass = scratch + job->mass_offset;
         memset(mass, 0, (size_t)(args->kv_heads * job->mass_stride) * sizeof(float));
     }
-    if (args->slot_mass != NULL && args->slot_mass_squares != NULL) {
+    if (args->slot_mass != NULL && args->slot_mass_squares != NULL && args->tokens >= ATTENTION_BLOCK_MIN_TOKENS) {
         squares = scratch + job->squares_offset;
         memset(squares, 0, (size_t)(args->kv_heads * job->mass_stride) * sizeof(float));
     }
     /* Work is interleaved, not split in ranges: later tokens see more keys and cost more. */
     if (args->tokens < ATTENTION_BLOCK_MIN_TOKENS) {
-        long pairs = (long)(args->tokens * args->heads);
-        for (long pair = thread_index; pair < pairs; pair += thread_count)
-            attention_pair(job, pair / args->heads, pair % args->heads, scratch, mass, squares);
+        int64_t items = args->tokens * args->kv_heads * job->chunks;
+        for (int64_t item = thread_index; item < items; item += thread_count)
+            decode_chunk(job, item / (args->kv_heads * job->chunks), item / job->chunks % args->kv_heads,
+                         item % job->chunks, scratch);
         return;
     }
     int64_t block_tokens = block_tokens_per_item(args);
@@ -286,7 +390,18 @@ void compute_attention(compute_context *context, const attention_args *args)
         .mass_stride = max_slots,
     };
     job.squares_offset = job.mass_offset + args->kv_heads * max_slots;
+    if (args->tokens < ATTENTION_BLOCK_MIN_TOKENS) {
+        job.chunks = chunks_for(max_slots);
+        job.partials = context->scratch[0] + job.squares_offset + args->kv_heads * max_slots;
+        job.exponentials = job.partials + args->tokens * args->kv_heads * job.chunks * (args->heads / args->kv_heads) *
+                                              (2 + args->value_dim);
+        job.exponential_stride = max_slots;
+    }
     thread_pool_run(context->pool, attention_task, &job);
+    if (args->tokens < ATTENTION_BLOCK_MIN_TOKENS) {
+        decode_merge(&job);
+        return;
+    }
     if (args->slot_mass == NULL)
         return;
     for (int thread = 0; thread < context->thread_count; thread++) {

@@ -35,6 +35,13 @@ typedef struct attention_kv_view {
      * head_dim (value_dim) f32 values, read in place. */
     const attention_row_reader *key_readers;
     const attention_row_reader *value_readers;
+    /* Per block, the quant/ tensor type whose dot kernels read its key rows
+     * where they are (row s at s * tensor_row_bytes(type, head_dim) of the
+     * key section: f32, f16, bf16, q8_0, q4_0), so decode dots queries with
+     * packed keys dequantized in registers; TENSOR_TYPE_LIMIT: read them
+     * through key_readers. A NULL array: each block through its key reader,
+     * or in place as f32 where it has none. */
+    const tensor_type *key_types;
     int64_t slot_count;              /* filled slots */
 } attention_kv_view;
 

@@ -76,6 +76,7 @@ typedef struct merge_scratch {
     float *inverse_norms;  /* [slots] 1 / |key|, 0 for a zero key */
     float *rows;           /* [budget][key_length + value_length] the merged rows */
     int64_t *row_of;       /* [budget] per keep rank: its row in rows, or -1 */
+    float *row_mass;       /* [budget] per row: the merged slots' summed mass */
     float *value;          /* [value_length] one value row */
     double *sums;          /* [2][key_length + value_length] weighted and plain sums */
 } merge_scratch;
@@ -91,6 +92,7 @@ static void merge_scratch_free(merge_scratch *s)
     free(s->inverse_norms);
     free(s->rows);
     free(s->row_of);
+    free(s->row_mass);
     free(s->value);
     free(s->sums);
 }
@@ -109,11 +111,12 @@ static strata_status merge_scratch_alloc(merge_scratch *s, int64_t slots, int64_
         .inverse_norms = malloc(n * sizeof(float)),
         .rows = malloc(b * row * sizeof(float)),
         .row_of = malloc(b * sizeof(int64_t)),
+        .row_mass = malloc(b * sizeof(float)),
         .value = malloc((size_t)value_length * sizeof(float)),
         .sums = malloc(2 * row * sizeof(double)),
     };
     if (!s->order || !s->keep || !s->target || !s->group_start || !s->grouped || !s->keys || !s->inverse_norms ||
-        !s->rows || !s->row_of || !s->value || !s->sums) {
+        !s->rows || !s->row_of || !s->row_mass || !s->value || !s->sums) {
         merge_scratch_free(s);
         return strata_fail(err, STRATA_E_OUT_OF_MEMORY, "merge: cannot allocate scratch for %" PRId64 " slots",
                            slots);
@@ -225,16 +228,18 @@ static strata_status merge_table(const kv_policy_view *view, merge_scratch *s, i
         float *row = s->rows + rows * width;
         for (int64_t c = 0; c < width; c++)
             row[c] = total > 0 ? (float)(weighted[c] / total) : (float)(plain[c] / (double)(end - first + 1));
+        s->row_mass[rows] = (float)total;
         s->row_of[r] = rows++;
-        mass[s->keep[r]] = (float)total; /* moves with the slot in kv_policy_keep */
     }
 
-    /* 4. Compact, then write the merged rows where their kept slots now are. */
+    /* 4. Compact, then write the merged rows and masses where their kept slots now are. */
     strata_status status = kv_policy_keep(view, layer, head, s->keep, count, err);
     for (int64_t r = 0; r < count && status == STRATA_OK; r++)
         if (s->row_of[r] >= 0) {
             const float *row = s->rows + s->row_of[r] * width;
             status = kv_seq_overwrite_slot(view->seq, layer, head, r, row, row + dk, err);
+            if (status == STRATA_OK)
+                mass[r] = s->row_mass[s->row_of[r]];
         }
     return status;
 }
