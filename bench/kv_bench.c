@@ -300,7 +300,7 @@ static void print_policy_result(const bench_options *o, const char *policy, int 
 }
 
 /* Compositions measured besides every policy and precision alone. */
-static const char *const composed_policies = "snapkv+kivi4,h2o+kivi2,pyramidkv+q8,streaming+q4,h2o+mixed";
+static const char *const composed_policies = "snapkv+kivi4,h2o+kivi2,pyramidkv+q8,streaming+q4,snapkv+mixed";
 
 /* Whether a name is a precision alone (its budget does not matter). */
 static bool precision_alone(const char *name)

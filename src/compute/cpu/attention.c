@@ -1,8 +1,10 @@
 /* compute/cpu/attention.c: attention over block-table views of the KV cache.
  *
  * Two paths. Decode (fewer than ATTENTION_BLOCK_MIN_TOKENS new tokens) splits
- * each (token, KV head)'s visible slots into chunks of DECODE_CHUNK_SLOTS
- * (split-K, as flash-decoding): a work item reads each key and value row of
+ * each (token, KV head)'s visible slots into chunks (split-K, as
+ * flash-decoding) of DECODE_CHUNK_MIN..DECODE_CHUNK_SLOTS slots, about
+ * DECODE_CHUNK_TARGET of them for the longest view, so that short views of
+ * one KV head still give every thread work: a work item reads each key and value row of
  * its chunk once for all the query heads of the group (keys of dot-able
  * types are dotted where they lie, dequantized in registers by the quant
  * kernels; other rows are decoded into a one-row buffer), and leaves, per
@@ -34,7 +36,13 @@
  * visible keys and values into panels costs about as much as multiplying one
  * 64-row block with them, so rows are many. Fewer new tokens than
  * ATTENTION_BLOCK_MIN_TOKENS (decode) take the per-(token, head) path. */
-enum { ATTENTION_BLOCK_ROWS = 256, ATTENTION_BLOCK_MIN_TOKENS = 4, DECODE_CHUNK_SLOTS = 256 };
+enum {
+    ATTENTION_BLOCK_ROWS = 256,
+    ATTENTION_BLOCK_MIN_TOKENS = 4,
+    DECODE_CHUNK_SLOTS = 256, /* the most slots of one decode work item */
+    DECODE_CHUNK_MIN = 32,    /* the fewest */
+    DECODE_CHUNK_TARGET = 8,  /* chunks wanted for the longest view */
+};
 
 typedef struct attention_job {
     compute_context *context;
@@ -45,6 +53,7 @@ typedef struct attention_job {
     /* Decode: chunks per (token, KV head), and where the items' results lie
      * in thread 0's scratch (shared: each item writes only its own). */
     int64_t chunks;
+    int64_t chunk_slots;   /* slots per chunk */
     float *partials;       /* per item: group * (2 + value_dim): max, sum, then the weighted values */
     float *exponentials;   /* per (token, head): exp(score - chunk max) of every slot, for the mass */
     int64_t exponential_stride; /* floats per (token, head) */
@@ -114,8 +123,8 @@ static void decode_chunk(const attention_job *job, int64_t t, int64_t kv_head, i
     float *maxima = partial, *sums = partial + group, *accumulated = partial + 2 * group;
     int64_t first, last;
     visible_range(args, view, args->positions[t], args->positions[t], &first, &last);
-    int64_t begin = first + chunk * DECODE_CHUNK_SLOTS;
-    int64_t end = begin + DECODE_CHUNK_SLOTS - 1 < last ? begin + DECODE_CHUNK_SLOTS - 1 : last;
+    int64_t begin = first + chunk * job->chunk_slots;
+    int64_t end = begin + job->chunk_slots - 1 < last ? begin + job->chunk_slots - 1 : last;
     memset(accumulated, 0, (size_t)(group * dv) * sizeof(float));
     for (int64_t h = 0; h < group; h++) {
         maxima[h] = -INFINITY;
@@ -203,10 +212,10 @@ static void decode_merge(const attention_job *job)
             int64_t first, last;
             visible_range(args, &args->views[kv_head], args->positions[t], args->positions[t], &first, &last);
             const float *e = job->exponentials + (t * args->heads + head) * job->exponential_stride;
-            for (int64_t c = 0; c * DECODE_CHUNK_SLOTS <= last - first; c++) {
+            for (int64_t c = 0; c * job->chunk_slots <= last - first; c++) {
                 float factor = expf(partials[c * group * (2 + dv) + h] - highest) * inverse;
-                int64_t begin = first + c * DECODE_CHUNK_SLOTS;
-                int64_t end = begin + DECODE_CHUNK_SLOTS - 1 < last ? begin + DECODE_CHUNK_SLOTS - 1 : last;
+                int64_t begin = first + c * job->chunk_slots;
+                int64_t end = begin + job->chunk_slots - 1 < last ? begin + job->chunk_slots - 1 : last;
                 for (int64_t i = begin; i <= end; i++) {
                     float p = e[i] * factor;
                     args->slot_mass[kv_head][i] += p;
@@ -326,16 +335,26 @@ static int64_t work_floats(int64_t heads, int64_t kv_heads, int64_t head_dim, in
     return max_of(blocked, decode);
 }
 
+/* Slots per decode chunk for views of at most max_slots slots: depends on the view only, not on the threads. */
+static int64_t chunk_slots_for(int64_t max_slots)
+{
+    int64_t slots = (max_slots + DECODE_CHUNK_TARGET - 1) / DECODE_CHUNK_TARGET;
+    return slots < DECODE_CHUNK_MIN ? DECODE_CHUNK_MIN : slots > DECODE_CHUNK_SLOTS ? DECODE_CHUNK_SLOTS : slots;
+}
+
 static int64_t chunks_for(int64_t max_slots)
 {
-    return max_slots > 0 ? (max_slots + DECODE_CHUNK_SLOTS - 1) / DECODE_CHUNK_SLOTS : 1;
+    int64_t chunk = chunk_slots_for(max_slots);
+    return max_slots > 0 ? (max_slots + chunk - 1) / chunk : 1;
 }
 
 /* Floats of the decode results all threads share (in thread 0's scratch). */
 static int64_t decode_shared_floats(int64_t heads, int64_t kv_heads, int64_t value_dim, int64_t max_slots)
 {
     int64_t tokens = ATTENTION_BLOCK_MIN_TOKENS - 1, group = heads / kv_heads;
-    return tokens * kv_heads * chunks_for(max_slots) * group * (2 + value_dim) + tokens * heads * max_slots;
+    /* At most DECODE_CHUNK_TARGET chunks below DECODE_CHUNK_SLOTS * DECODE_CHUNK_TARGET slots, else one per 256. */
+    int64_t chunks = max_of(DECODE_CHUNK_TARGET, chunks_for(max_slots));
+    return tokens * kv_heads * chunks * group * (2 + value_dim) + tokens * heads * max_slots;
 }
 
 int64_t compute_attention_scratch_floats(int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t value_dim,
@@ -392,6 +411,7 @@ void compute_attention(compute_context *context, const attention_args *args)
     job.squares_offset = job.mass_offset + args->kv_heads * max_slots;
     if (args->tokens < ATTENTION_BLOCK_MIN_TOKENS) {
         job.chunks = chunks_for(max_slots);
+        job.chunk_slots = chunk_slots_for(max_slots);
         job.partials = context->scratch[0] + job.squares_offset + args->kv_heads * max_slots;
         job.exponentials = job.partials + args->tokens * args->kv_heads * job.chunks * (args->heads / args->kv_heads) *
                                               (2 + args->value_dim);
