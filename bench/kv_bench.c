@@ -329,8 +329,7 @@ static int bench_policies(strata_model *model, const bench_options *o)
     if (o->policies != NULL)
         snprintf(names, sizeof names, "%s", o->policies);
     else
-        snprintf(names, sizeof names, "full,%s,%s,%s", strata_kv_policies(), strata_kv_precisions(),
-                 composed_policies);
+        snprintf(names, sizeof names, "%s,%s,%s", strata_kv_policies(), strata_kv_precisions(), composed_policies);
     policy_result result;
     int status = 0;
     /* Budget-free rows first (the full cache, precisions alone), then each budget. */

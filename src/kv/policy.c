@@ -5,6 +5,7 @@
 #include "kv/policy.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -195,6 +196,39 @@ strata_status kv_policy_keep(const kv_policy_view *view, int32_t layer, int32_t 
             for (int64_t j = 0; j < count; j++) /* keep[j] >= j: moving forward in order is safe */
                 arrays[a][j] = arrays[a][keep[j]];
     return STRATA_OK;
+}
+
+strata_status kv_policy_largest_table(const kv_policy_view *view, int64_t budget, bool needs_mass, const char *policy,
+                                      int64_t *most_slots, strata_error *err)
+{
+    *most_slots = 0;
+    for (int32_t layer = 0; layer < view->layer_count; layer++) {
+        if (view->layer_is_windowed != NULL && view->layer_is_windowed[layer])
+            continue;
+        for (int32_t head = 0; head < view->kv_head_count; head++) {
+            int64_t slots = kv_seq_table(view->seq, layer, head)->slot_count;
+            if (needs_mass && slots > budget &&
+                (view->mass == NULL || view->mass[(int64_t)layer * view->kv_head_count + head] == NULL))
+                return strata_fail(err, STRATA_E_INVALID_ARGUMENT,
+                                   "%s: no attention mass for layer %" PRId32 " KV head %" PRId32
+                                   " (the session must keep the statistics the policy declares)",
+                                   policy, layer, head);
+            if (slots > *most_slots)
+                *most_slots = slots;
+        }
+    }
+    return STRATA_OK;
+}
+
+strata_status kv_policy_keep_sinks_and_recent(const kv_policy_view *view, int32_t layer, int32_t kv_head,
+                                              int64_t sinks, int64_t recent, int64_t *keep, strata_error *err)
+{
+    int64_t slots = kv_seq_table(view->seq, layer, kv_head)->slot_count, count = 0;
+    for (int64_t i = 0; i < sinks; i++)
+        keep[count++] = i;
+    for (int64_t i = slots - recent; i < slots; i++)
+        keep[count++] = i;
+    return kv_policy_keep(view, layer, kv_head, keep, count, err);
 }
 
 static int by_score_descending(const void *a, const void *b, void *context)

@@ -144,6 +144,16 @@ double kv_policy_param_value(const kv_policy_ops *ops, const double *values, con
 strata_status kv_policy_keep(const kv_policy_view *view, int32_t layer, int32_t kv_head, const int64_t *keep,
                              int64_t count, strata_error *err);
 
+/* Sets *most_slots to the most slots any table of a global (not windowed)
+ * layer holds (0 when there is none). With needs_mass, a table holding more
+ * than `budget` slots without mass statistics is an error naming `policy`. */
+strata_status kv_policy_largest_table(const kv_policy_view *view, int64_t budget, bool needs_mass, const char *policy,
+                                      int64_t *most_slots, strata_error *err);
+/* Keeps the first `sinks` and the last `recent` slots of a table (keep has
+ * room for sinks + recent entries; the table holds more than that). */
+strata_status kv_policy_keep_sinks_and_recent(const kv_policy_view *view, int32_t layer, int32_t kv_head,
+                                              int64_t sinks, int64_t recent, int64_t *keep, strata_error *err);
+
 /* Helpers for score-based policies. Fills order[0..n) with the indices of
  * scores[first..first+n) sorted by score, highest first (ties: lower index
  * first), for choosing the top k. */

@@ -25,6 +25,7 @@
 #include "kv/policy.h"
 #include "kv/pool.h"
 #include "kv/seq.h"
+#include "kv/kv_checks.h"
 #include "test_util.h"
 
 /* Most cases use LAYERS layers; the PyramidKV cases up to MAX_LAYERS (layer 0 always windowed). */
@@ -167,46 +168,12 @@ static strata_status run_hook(fixture *f, bool decode)
     return status;
 }
 
-/* Reads the positions of a table's slots into out; returns the slot count. */
-static int64_t positions_of(const fixture *f, int32_t layer, int32_t head, int64_t *out)
-{
-    const kv_block_table *table = kv_seq_table(f->seq, layer, head);
-    for (int64_t i = 0; i < table->slot_count; i++)
-        out[i] = kv_block_positions_const(f->pool, table->blocks[i / BLOCK])[i % BLOCK];
-    return table->slot_count;
-}
-
-/* Whether a table holds exactly the positions want[0..count). */
-static bool holds(const fixture *f, int32_t layer, int32_t head, const int64_t *want, int64_t count)
-{
-    int64_t got[CAP];
-    int64_t n = positions_of(f, layer, head, got);
-    bool same = n == count;
-    for (int64_t i = 0; same && i < n; i++)
-        same = got[i] == want[i];
-    if (!same) {
-        fprintf(stderr, "  layer %d head %d holds %" PRId64 " slots:", layer, head, n);
-        for (int64_t i = 0; i < n; i++)
-            fprintf(stderr, " %" PRId64, got[i]);
-        fprintf(stderr, "\n");
-    }
-    return same;
-}
-
-/* Appends the range [first, last] to a position list. */
-static int64_t with_range(int64_t *list, int64_t count, int64_t first, int64_t last)
-{
-    for (int64_t p = first; p <= last; p++)
-        list[count++] = p;
-    return count;
-}
-
 /* The windowed layer holds every position of the sequence, in order. */
 static bool windowed_layer_is_intact(const fixture *f)
 {
     int64_t all[CAP];
-    int64_t n = with_range(all, 0, 0, kv_seq_length(f->seq) - 1);
-    return holds(f, 0, 0, all, n) && holds(f, 0, 1, all, n);
+    int64_t n = position_range(all, 0, 0, kv_seq_length(f->seq) - 1);
+    return kv_table_holds(f->seq, 0, 0, all, n) && kv_table_holds(f->seq, 0, 1, all, n);
 }
 
 /* After a compaction mass[i] is the mass remembered for the position now at slot i. */
@@ -215,7 +182,7 @@ static bool masses_follow_slots(const fixture *f)
     bool same = true;
     int64_t got[CAP];
     for (int32_t head = 0; head < HEADS; head++) {
-        int64_t n = positions_of(f, 1, head, got);
+        int64_t n = kv_table_positions(f->seq, 1, head, got);
         for (int64_t i = 0; i < n; i++)
             same &= f->mass[HEADS + head][i] == f->original[HEADS + head][got[i]];
     }
@@ -226,14 +193,6 @@ static bool masses_follow_slots(const fixture *f)
 static int64_t blocks_for(int64_t slots)
 {
     return (slots + BLOCK - 1) / BLOCK;
-}
-
-static bool pool_is_consistent(const kv_pool *pool)
-{
-    strata_error error = {0};
-    strata_status status = kv_pool_check(pool, &error);
-    CHECK_MESSAGE(status == STRATA_OK, "%s", error.message);
-    return status == STRATA_OK;
 }
 
 /* ---- cases ------------------------------------------------------------- */
@@ -284,8 +243,8 @@ static void streaming_keeps_the_sinks_and_the_most_recent_slots_and_frees_the_em
     int64_t free_before = kv_pool_free_blocks(f.pool);
     run_hook(&f, false);
     int64_t want[CAP];
-    int64_t n = with_range(want, with_range(want, 0, 0, 3), 84, 99);
-    CHECK(holds(&f, 1, 0, want, n) && holds(&f, 1, 1, want, n));
+    int64_t n = position_range(want, position_range(want, 0, 0, 3), 84, 99);
+    CHECK(kv_table_holds(f.seq, 1, 0, want, n) && kv_table_holds(f.seq, 1, 1, want, n));
     CHECK(windowed_layer_is_intact(&f));
     CHECK(kv_pool_free_blocks(f.pool) == free_before + HEADS * (blocks_for(PROMPT) - blocks_for(20)));
 
@@ -293,8 +252,8 @@ static void streaming_keeps_the_sinks_and_the_most_recent_slots_and_frees_the_em
     append(&f, 1);
     free_before = kv_pool_free_blocks(f.pool);
     run_hook(&f, true);
-    n = with_range(want, with_range(want, 0, 0, 3), 85, 100);
-    CHECK(holds(&f, 1, 0, want, n) && holds(&f, 1, 1, want, n));
+    n = position_range(want, position_range(want, 0, 0, 3), 85, 100);
+    CHECK(kv_table_holds(f.seq, 1, 0, want, n) && kv_table_holds(f.seq, 1, 1, want, n));
     CHECK(windowed_layer_is_intact(&f));
     CHECK(kv_pool_free_blocks(f.pool) == free_before);
     CHECK(pool_is_consistent(f.pool));
@@ -307,14 +266,14 @@ static void streaming_with_a_budget_below_the_sinks_keeps_a_plain_window(void)
     fixture_init(&f, &kv_policy_streaming, "sinks=4", 3);
     run_hook(&f, false);
     int64_t want[CAP];
-    int64_t n = with_range(want, 0, 97, 99);
-    CHECK(holds(&f, 1, 0, want, n) && holds(&f, 1, 1, want, n));
+    int64_t n = position_range(want, 0, 97, 99);
+    CHECK(kv_table_holds(f.seq, 1, 0, want, n) && kv_table_holds(f.seq, 1, 1, want, n));
     fixture_free(&f);
 
     fixture_init(&f, &kv_policy_streaming, "sinks=2", 0); /* a budget of nothing empties the tables */
     int64_t free_before = kv_pool_free_blocks(f.pool);
     run_hook(&f, false);
-    CHECK(holds(&f, 1, 0, want, 0) && holds(&f, 1, 1, want, 0));
+    CHECK(kv_table_holds(f.seq, 1, 0, want, 0) && kv_table_holds(f.seq, 1, 1, want, 0));
     CHECK(windowed_layer_is_intact(&f));
     CHECK(kv_pool_free_blocks(f.pool) == free_before + HEADS * blocks_for(PROMPT));
     CHECK(pool_is_consistent(f.pool));
@@ -341,7 +300,7 @@ static void h2o_keeps_the_recent_half_and_the_heaviest_others_then_evicts_the_li
     run_hook(&f, false);
     const int64_t kept0[] = {3, 17, 42, 60, 77, 95, 96, 97, 98, 99};
     const int64_t kept1[] = {5, 6, 7, 88, 89, 95, 96, 97, 98, 99};
-    CHECK(holds(&f, 1, 0, kept0, 10) && holds(&f, 1, 1, kept1, 10));
+    CHECK(kv_table_holds(f.seq, 1, 0, kept0, 10) && kv_table_holds(f.seq, 1, 1, kept1, 10));
     CHECK(masses_follow_slots(&f));
     CHECK(windowed_layer_is_intact(&f));
     CHECK(kv_pool_free_blocks(f.pool) == free_before + HEADS * (blocks_for(PROMPT) - blocks_for(10)));
@@ -357,7 +316,7 @@ static void h2o_keeps_the_recent_half_and_the_heaviest_others_then_evicts_the_li
     run_hook(&f, true);
     const int64_t step0[] = {3, 42, 60, 77, 95, 96, 97, 98, 99, 100};
     const int64_t step1[] = {5, 6, 7, 88, 89, 96, 97, 98, 99, 100};
-    CHECK(holds(&f, 1, 0, step0, 10) && holds(&f, 1, 1, step1, 10));
+    CHECK(kv_table_holds(f.seq, 1, 0, step0, 10) && kv_table_holds(f.seq, 1, 1, step1, 10));
     CHECK(masses_follow_slots(&f));
     CHECK(windowed_layer_is_intact(&f));
     CHECK(kv_pool_free_blocks(f.pool) == free_before);
@@ -372,8 +331,8 @@ static void h2o_with_recent_ratio_one_keeps_only_the_most_recent(void)
     set_mass(&f, 0, 3, 100);
     run_hook(&f, false);
     int64_t want[CAP];
-    int64_t n = with_range(want, 0, 90, 99);
-    CHECK(holds(&f, 1, 0, want, n) && holds(&f, 1, 1, want, n));
+    int64_t n = position_range(want, 0, 90, 99);
+    CHECK(kv_table_holds(f.seq, 1, 0, want, n) && kv_table_holds(f.seq, 1, 1, want, n));
     fixture_free(&f);
 }
 
@@ -386,8 +345,8 @@ static void h2o_without_masses_is_an_error_and_changes_nothing(void)
     CHECK(kv_policy_h2o.on_prefill_end(&f.view, &error) == STRATA_E_INVALID_ARGUMENT);
     CHECK(strstr(error.message, "layer 1 KV head 1") != NULL);
     int64_t all[CAP];
-    int64_t n = with_range(all, 0, 0, PROMPT - 1);
-    CHECK(holds(&f, 1, 0, all, n) && holds(&f, 1, 1, all, n));
+    int64_t n = position_range(all, 0, 0, PROMPT - 1);
+    CHECK(kv_table_holds(f.seq, 1, 0, all, n) && kv_table_holds(f.seq, 1, 1, all, n));
     fixture_free(&f);
 }
 
@@ -411,10 +370,10 @@ static void snapkv_keeps_the_window_and_the_top_max_pooled_slots(void)
     int64_t free_before = kv_pool_free_blocks(f.pool);
     run_hook(&f, false);
     int64_t want[CAP];
-    int64_t n = with_range(want, with_range(want, 0, 49, 51), 92, 99);
-    CHECK(holds(&f, 1, 0, want, n));
-    n = with_range(want, with_range(want, 0, 29, 31), 92, 99);
-    CHECK(holds(&f, 1, 1, want, n));
+    int64_t n = position_range(want, position_range(want, 0, 49, 51), 92, 99);
+    CHECK(kv_table_holds(f.seq, 1, 0, want, n));
+    n = position_range(want, position_range(want, 0, 29, 31), 92, 99);
+    CHECK(kv_table_holds(f.seq, 1, 1, want, n));
     CHECK(masses_follow_slots(&f));
     CHECK(windowed_layer_is_intact(&f));
     CHECK(kv_pool_free_blocks(f.pool) == free_before + HEADS * (blocks_for(PROMPT) - blocks_for(11)));
@@ -444,8 +403,8 @@ static void snapkv_average_pooling_is_clipped_at_the_edges_and_prefers_clusters(
     remember_masses(&f);
     run_hook(&f, false);
     int64_t want[CAP] = {0, 61};
-    int64_t n = with_range(want, 2, 92, 99);
-    CHECK(holds(&f, 1, 0, want, n) && holds(&f, 1, 1, want, n));
+    int64_t n = position_range(want, 2, 92, 99);
+    CHECK(kv_table_holds(f.seq, 1, 0, want, n) && kv_table_holds(f.seq, 1, 1, want, n));
     CHECK(masses_follow_slots(&f));
     CHECK(windowed_layer_is_intact(&f));
     fixture_free(&f);
@@ -458,8 +417,8 @@ static void snapkv_with_a_budget_within_the_window_keeps_the_last_slots(void)
     set_mass(&f, 0, 10, 100);
     run_hook(&f, false);
     int64_t want[CAP];
-    int64_t n = with_range(want, 0, 95, 99);
-    CHECK(holds(&f, 1, 0, want, n) && holds(&f, 1, 1, want, n));
+    int64_t n = position_range(want, 0, 95, 99);
+    CHECK(kv_table_holds(f.seq, 1, 0, want, n) && kv_table_holds(f.seq, 1, 1, want, n));
     fixture_free(&f);
 }
 
@@ -476,16 +435,16 @@ static void a_budget_of_at_least_the_slot_count_changes_nothing(void)
             int64_t free_before = kv_pool_free_blocks(f.pool);
             int64_t all[CAP];
             run_hook(&f, false);
-            int64_t n = with_range(all, 0, 0, PROMPT - 1);
-            CHECK_MESSAGE(holds(&f, 1, 0, all, n) && holds(&f, 1, 1, all, n), "%s, budget %" PRId64,
+            int64_t n = position_range(all, 0, 0, PROMPT - 1);
+            CHECK_MESSAGE(kv_table_holds(f.seq, 1, 0, all, n) && kv_table_holds(f.seq, 1, 1, all, n), "%s, budget %" PRId64,
                           kv_policies[i]->name, budgets[b]);
             CHECK(kv_pool_free_blocks(f.pool) == free_before);
             if (budgets[b] > PROMPT) {
                 append(&f, 1);
                 free_before = kv_pool_free_blocks(f.pool);
                 run_hook(&f, true);
-                n = with_range(all, 0, 0, PROMPT);
-                CHECK_MESSAGE(holds(&f, 1, 0, all, n) && holds(&f, 1, 1, all, n), "%s, budget %" PRId64,
+                n = position_range(all, 0, 0, PROMPT);
+                CHECK_MESSAGE(kv_table_holds(f.seq, 1, 0, all, n) && kv_table_holds(f.seq, 1, 1, all, n), "%s, budget %" PRId64,
                               kv_policies[i]->name, budgets[b]);
                 CHECK(kv_pool_free_blocks(f.pool) == free_before);
             }
@@ -509,7 +468,7 @@ static void the_same_input_twice_keeps_the_same_slots(void)
             append(&f, 1);
             run_hook(&f, true);
             for (int32_t table = 0; table < LAYERS * HEADS; table++)
-                counts[run][table] = positions_of(&f, table / HEADS, table % HEADS, kept[run][table]);
+                counts[run][table] = kv_table_positions(f.seq, table / HEADS, table % HEADS, kept[run][table]);
             fixture_free(&f);
         }
         for (int32_t table = 0; table < LAYERS * HEADS; table++) {
@@ -590,8 +549,8 @@ static bool same_layer(const fixture *a, const fixture *b, int32_t layer)
     int64_t want[CAP];
     bool same = true;
     for (int32_t head = 0; head < HEADS; head++) {
-        int64_t n = positions_of(b, layer, head, want);
-        same &= holds(a, layer, head, want, n);
+        int64_t n = kv_table_positions(b->seq, layer, head, want);
+        same &= kv_table_holds(a->seq, layer, head, want, n);
     }
     return same;
 }

@@ -29,6 +29,7 @@
 #include "kv/policy.h"
 #include "kv/pool.h"
 #include "kv/seq.h"
+#include "kv/kv_checks.h"
 #include "test_util.h"
 
 enum { MAX_LAYERS = 4, HEADS = 2, TABLES = MAX_LAYERS * HEADS, BLOCK = 16, KEY = 4, VALUE = 4, CAP = 128 };
@@ -164,59 +165,17 @@ static int64_t slots_of(const fixture *f, int32_t layer, int32_t head)
     return kv_seq_table(f->seq, layer, head)->slot_count;
 }
 
-/* Reads the positions of a table's slots into out; returns the slot count. */
-static int64_t positions_of(const fixture *f, int32_t layer, int32_t head, int64_t *out)
-{
-    const kv_block_table *table = kv_seq_table(f->seq, layer, head);
-    for (int64_t i = 0; i < table->slot_count; i++)
-        out[i] = kv_block_positions_const(f->pool, table->blocks[i / BLOCK])[i % BLOCK];
-    return table->slot_count;
-}
-
-/* Whether a table holds exactly the positions want[0..count). */
-static bool holds(const fixture *f, int32_t layer, int32_t head, const int64_t *want, int64_t count)
-{
-    int64_t got[CAP];
-    int64_t n = positions_of(f, layer, head, got);
-    bool same = n == count;
-    for (int64_t i = 0; same && i < n; i++)
-        same = got[i] == want[i];
-    if (!same) {
-        fprintf(stderr, "  layer %d head %d holds %" PRId64 " slots:", layer, head, n);
-        for (int64_t i = 0; i < n; i++)
-            fprintf(stderr, " %" PRId64, got[i]);
-        fprintf(stderr, "\n");
-    }
-    return same;
-}
-
-/* Appends the range [first, last] to a position list. */
-static int64_t with_range(int64_t *list, int64_t count, int64_t first, int64_t last)
-{
-    for (int64_t p = first; p <= last; p++)
-        list[count++] = p;
-    return count;
-}
-
 /* Every table of the windowed layer 0 holds every position, in order. */
 static bool windowed_layer_is_intact(const fixture *f)
 {
     int64_t all[CAP];
-    int64_t n = with_range(all, 0, 0, kv_seq_length(f->seq) - 1);
-    return holds(f, 0, 0, all, n) && holds(f, 0, 1, all, n);
+    int64_t n = position_range(all, 0, 0, kv_seq_length(f->seq) - 1);
+    return kv_table_holds(f->seq, 0, 0, all, n) && kv_table_holds(f->seq, 0, 1, all, n);
 }
 
 static int64_t blocks_for(int64_t slots)
 {
     return (slots + BLOCK - 1) / BLOCK;
-}
-
-static bool pool_is_consistent(const kv_pool *pool)
-{
-    strata_error error = {0};
-    strata_status status = kv_pool_check(pool, &error);
-    CHECK_MESSAGE(status == STRATA_OK, "%s", error.message);
-    return status == STRATA_OK;
 }
 
 /* ---- the registry ------------------------------------------------------ */
@@ -290,8 +249,8 @@ static void cake_keeps_the_window_and_the_keys_of_highest_mean_plus_gamma_varian
     run_hook(&f, false);
     /* gamma 0: the means alone; 7 (0.25), then 2 and the shifting slot tie at 0.2: the older, 2. */
     int64_t want[CAP] = {2, 7};
-    int64_t n = with_range(want, 2, 32, 35);
-    CHECK(holds(&f, 1, 0, want, n) && holds(&f, 1, 1, want, n));
+    int64_t n = position_range(want, 2, 32, 35);
+    CHECK(kv_table_holds(f.seq, 1, 0, want, n) && kv_table_holds(f.seq, 1, 1, want, n));
     CHECK(windowed_layer_is_intact(&f));
     CHECK(kv_pool_free_blocks(f.pool) == free_before + HEADS * (blocks_for(36) - blocks_for(6)));
     fixture_free(&f);
@@ -301,9 +260,9 @@ static void cake_keeps_the_window_and_the_keys_of_highest_mean_plus_gamma_varian
     set_shifting_and_steady_keys(&f, 1);
     run_hook(&f, false);
     int64_t want0[CAP] = {5, 7}, want1[CAP] = {4, 7};
-    n = with_range(want0, 2, 32, 35);
-    with_range(want1, 2, 32, 35);
-    CHECK(holds(&f, 1, 0, want0, n) && holds(&f, 1, 1, want1, n));
+    n = position_range(want0, 2, 32, 35);
+    position_range(want1, 2, 32, 35);
+    CHECK(kv_table_holds(f.seq, 1, 0, want0, n) && kv_table_holds(f.seq, 1, 1, want1, n));
     /* The statistics and the remembered mass moved with their slots. */
     CHECK(mass_of(&f, 1, 0)[0] == 0.8f && squares_of(&f, 1, 0)[0] == 0.64f && mass_of(&f, 1, 0)[1] == 1.0f);
     for (int64_t i = 0; i < n; i++)
@@ -333,8 +292,8 @@ static void cake_pools_the_indicator_over_neighbouring_slots(void)
     }
     run_hook(&f, false);
     int64_t want[CAP] = {20, 21};
-    int64_t n = with_range(want, 2, 32, 35);
-    CHECK(holds(&f, 1, 0, want, n) && holds(&f, 1, 1, want, n));
+    int64_t n = position_range(want, 2, 32, 35);
+    CHECK(kv_table_holds(f.seq, 1, 0, want, n) && kv_table_holds(f.seq, 1, 1, want, n));
     fixture_free(&f);
 }
 
@@ -387,9 +346,9 @@ static void cake_slices_the_total_budget_by_layer_preference(void)
             CHECK(cases[c].want1 + cases[c].want2 == 2 * cases[c].budget); /* the total is respected, exactly */
         /* Equal indicators: the oldest slots before the window, then the window. */
         int64_t want[CAP];
-        int64_t n = with_range(want, with_range(want, 0, 0, cases[c].want2 - 5), cases[c].prompt - 4,
+        int64_t n = position_range(want, position_range(want, 0, 0, cases[c].want2 - 5), cases[c].prompt - 4,
                                cases[c].prompt - 1);
-        CHECK(holds(&f, 2, 0, want, n));
+        CHECK(kv_table_holds(f.seq, 2, 0, want, n));
         CHECK(windowed_layer_is_intact(&f));
         CHECK(pool_is_consistent(f.pool));
         fixture_free(&f);
@@ -415,8 +374,8 @@ static void cake_decode_steps_drop_the_slot_the_step_attended_least(void)
     }
     run_hook(&f, true);
     int64_t want[CAP] = {2};
-    int64_t n = with_range(want, 1, 32, 36);
-    CHECK(holds(&f, 1, 0, want, n) && holds(&f, 1, 1, want, n));
+    int64_t n = position_range(want, 1, 32, 36);
+    CHECK(kv_table_holds(f.seq, 1, 0, want, n) && kv_table_holds(f.seq, 1, 1, want, n));
     CHECK(windowed_layer_is_intact(&f));
     fixture_free(&f);
 }
@@ -428,13 +387,13 @@ static void cake_with_a_budget_within_the_window_keeps_the_last_slots(void)
     set_layer_variances(&f, 36, 3, 1);
     run_hook(&f, false);
     int64_t want[CAP];
-    int64_t n = with_range(want, 0, 31, 35);
+    int64_t n = position_range(want, 0, 31, 35);
     for (int32_t layer = 1; layer <= 2; layer++)
-        CHECK(holds(&f, layer, 0, want, n) && holds(&f, layer, 1, want, n));
+        CHECK(kv_table_holds(f.seq, layer, 0, want, n) && kv_table_holds(f.seq, layer, 1, want, n));
     append(&f, 1); /* a decode step: each table keeps its last 5 */
     run_hook(&f, true);
-    n = with_range(want, 0, 32, 36);
-    CHECK(holds(&f, 1, 0, want, n) && holds(&f, 2, 1, want, n));
+    n = position_range(want, 0, 32, 36);
+    CHECK(kv_table_holds(f.seq, 1, 0, want, n) && kv_table_holds(f.seq, 2, 1, want, n));
     fixture_free(&f);
 }
 
@@ -473,13 +432,13 @@ static void windowkv_keeps_whole_windows_chosen_by_the_first_layer_of_the_group(
         int64_t free_before = kv_pool_free_blocks(f.pool);
         run_hook(&f, false);
         int64_t first[CAP], second[CAP];
-        int64_t n = with_range(first, with_range(first, with_range(first, 0, 12, 15), 24, 27), 32, 39);
-        CHECK(holds(&f, 1, 0, first, n) && holds(&f, 1, 1, first, n));
+        int64_t n = position_range(first, position_range(first, position_range(first, 0, 12, 15), 24, 27), 32, 39);
+        CHECK(kv_table_holds(f.seq, 1, 0, first, n) && kv_table_holds(f.seq, 1, 1, first, n));
         if (grouped) { /* the group shares layer 1's choice */
-            CHECK(holds(&f, 2, 0, first, n) && holds(&f, 2, 1, first, n));
+            CHECK(kv_table_holds(f.seq, 2, 0, first, n) && kv_table_holds(f.seq, 2, 1, first, n));
         } else {
-            with_range(second, with_range(second, with_range(second, 0, 0, 3), 20, 23), 32, 39);
-            CHECK(holds(&f, 2, 0, second, n) && holds(&f, 2, 1, second, n));
+            position_range(second, position_range(second, position_range(second, 0, 0, 3), 20, 23), 32, 39);
+            CHECK(kv_table_holds(f.seq, 2, 0, second, n) && kv_table_holds(f.seq, 2, 1, second, n));
         }
         CHECK(windowed_layer_is_intact(&f));
         CHECK(kv_pool_free_blocks(f.pool) == free_before + 2 * HEADS * (blocks_for(40) - blocks_for(16)));
@@ -508,8 +467,8 @@ static void windowkv_max_and_average_strategies_score_a_spike_and_an_even_window
         }
         run_hook(&f, false);
         int64_t want[CAP];
-        int64_t n = with_range(want, with_range(want, 0, strategy == 0 ? 4 : 8, strategy == 0 ? 7 : 11), 16, 23);
-        CHECK_MESSAGE(holds(&f, 1, 0, want, n) && holds(&f, 1, 1, want, n), "strategy %d", strategy);
+        int64_t n = position_range(want, position_range(want, 0, strategy == 0 ? 4 : 8, strategy == 0 ? 7 : 11), 16, 23);
+        CHECK_MESSAGE(kv_table_holds(f.seq, 1, 0, want, n) && kv_table_holds(f.seq, 1, 1, want, n), "strategy %d", strategy);
         fixture_free(&f);
     }
 }
@@ -533,9 +492,9 @@ static void windowkv_never_exceeds_the_budget_when_the_last_window_is_short(void
     }
     run_hook(&f, false);
     int64_t want[CAP];
-    int64_t n = with_range(want, with_range(want, with_range(want, 0, 8, 11), 28, 29), 30, 37);
+    int64_t n = position_range(want, position_range(want, position_range(want, 0, 8, 11), 28, 29), 30, 37);
     CHECK(n == 14);
-    CHECK(holds(&f, 1, 0, want, n) && holds(&f, 1, 1, want, n));
+    CHECK(kv_table_holds(f.seq, 1, 0, want, n) && kv_table_holds(f.seq, 1, 1, want, n));
     fixture_free(&f);
 }
 
@@ -546,9 +505,9 @@ static void windowkv_with_a_budget_within_the_window_keeps_the_last_slots(void)
     mass_of(&f, 1, 0)[3] = 9;
     run_hook(&f, false);
     int64_t want[CAP];
-    int64_t n = with_range(want, 0, 34, 39);
+    int64_t n = position_range(want, 0, 34, 39);
     for (int32_t layer = 1; layer <= 2; layer++)
-        CHECK(holds(&f, layer, 0, want, n) && holds(&f, layer, 1, want, n));
+        CHECK(kv_table_holds(f.seq, layer, 0, want, n) && kv_table_holds(f.seq, layer, 1, want, n));
     fixture_free(&f);
 }
 
@@ -587,15 +546,15 @@ static void lazy_tracks_recurrences_and_evicts_every_window_steps_by_the_papers_
                 mass_of(&f, 1, head)[p] = 0.5f + small(p); /* the prompt's own attention: not a recurrence */
         run_hook(&f, false);
         int64_t want[CAP];
-        int64_t n = with_range(want, 0, 0, 9);
-        CHECK(holds(&f, 1, 0, want, n)); /* the prompt stays whole */
+        int64_t n = position_range(want, 0, 0, 9);
+        CHECK(kv_table_holds(f.seq, 1, 0, want, n)); /* the prompt stays whole */
         CHECK(array_of(&f, 1, 0, LAZY_LAST)[4] == 10 && array_of(&f, 1, 0, LAZY_SETTLED)[4] == 1);
 
         /* Step 1 (position 10): slots 2, 5 and the new 10 recur; last 9 -> 10, interval 1. No check yet. */
         const int64_t step1[] = {2, 5, 10};
         lazy_step(&f, step1, 3, 0.6f);
-        n = with_range(want, 0, 0, 10);
-        CHECK(holds(&f, 1, 0, want, n));
+        n = position_range(want, 0, 0, 10);
+        CHECK(kv_table_holds(f.seq, 1, 0, want, n));
         CHECK(array_of(&f, 1, 0, LAZY_INTERVAL)[5] == 1 && array_of(&f, 1, 0, LAZY_LAST)[5] == 11);
         CHECK(array_of(&f, 1, 0, LAZY_INTERVAL)[4] == 0 && array_of(&f, 1, 0, LAZY_LAST)[4] == 10);
 
@@ -609,7 +568,7 @@ static void lazy_tracks_recurrences_and_evicts_every_window_steps_by_the_papers_
         lazy_step(&f, step2, 3, 0.6f);
         const int64_t kept6[] = {0, 2, 5, 7, 10, 11}, kept4[] = {2, 5, 10, 11};
         const int64_t *kept = budget == 6 ? kept6 : kept4;
-        CHECK(holds(&f, 1, 0, kept, budget) && holds(&f, 1, 1, kept, budget));
+        CHECK(kv_table_holds(f.seq, 1, 0, kept, budget) && kv_table_holds(f.seq, 1, 1, kept, budget));
         /* The records moved with their slots: interval and last recurrence by position. */
         for (int64_t i = 0; i < budget; i++) {
             int64_t p = kept[i];
@@ -632,7 +591,7 @@ static void lazy_tracks_recurrences_and_evicts_every_window_steps_by_the_papers_
         lazy_step(&f, none, 0, 0);
         CHECK(slots_of(&f, 1, 0) == budget && slots_of(&f, 1, 1) == budget);
         int64_t positions[CAP];
-        positions_of(&f, 1, 0, positions);
+        kv_table_positions(f.seq, 1, 0, positions);
         CHECK(positions[budget - 2] == 12 && positions[budget - 1] == 13);
         CHECK(pool_is_consistent(f.pool));
         fixture_free(&f);
@@ -650,8 +609,8 @@ static void lazy_with_a_window_of_at_least_the_budget_keeps_the_newest_slots(voi
     for (int step = 0; step < 4; step++)
         lazy_step(&f, none, 0, 0);
     int64_t want[CAP];
-    int64_t n = with_range(want, 0, 41, 43);
-    CHECK(holds(&f, 1, 0, want, n) && holds(&f, 1, 1, want, n));
+    int64_t n = position_range(want, 0, 41, 43);
+    CHECK(kv_table_holds(f.seq, 1, 0, want, n) && kv_table_holds(f.seq, 1, 1, want, n));
     CHECK(kv_pool_free_blocks(f.pool) == free_before + HEADS * (blocks_for(44) - blocks_for(3)));
     CHECK(windowed_layer_is_intact(&f));
     fixture_free(&f);
@@ -690,9 +649,9 @@ static void a_budget_of_at_least_the_length_changes_nothing(void)
             int64_t free_before = kv_pool_free_blocks(f.pool);
             run_hook(&f, false);
             int64_t all[CAP];
-            int64_t n = with_range(all, 0, 0, 39);
+            int64_t n = position_range(all, 0, 0, 39);
             for (int32_t layer = 1; layer < 4; layer++)
-                CHECK_MESSAGE(holds(&f, layer, 0, all, n) && holds(&f, layer, 1, all, n), "%s, budget %" PRId64,
+                CHECK_MESSAGE(kv_table_holds(f.seq, layer, 0, all, n) && kv_table_holds(f.seq, layer, 1, all, n), "%s, budget %" PRId64,
                               policies[i]->name, budgets[b]);
             if (budgets[b] > 40) {
                 for (int step = 0; step < 4; step++) { /* within budget 41 only the first; no eviction either way */
@@ -701,9 +660,9 @@ static void a_budget_of_at_least_the_length_changes_nothing(void)
                     append(&f, 1);
                     run_hook(&f, true);
                 }
-                n = with_range(all, 0, 0, kv_seq_length(f.seq) - 1);
+                n = position_range(all, 0, 0, kv_seq_length(f.seq) - 1);
                 for (int32_t layer = 1; layer < 4; layer++)
-                    CHECK_MESSAGE(holds(&f, layer, 0, all, n) && holds(&f, layer, 1, all, n),
+                    CHECK_MESSAGE(kv_table_holds(f.seq, layer, 0, all, n) && kv_table_holds(f.seq, layer, 1, all, n),
                                   "%s, budget %" PRId64 " after decoding", policies[i]->name, budgets[b]);
             }
             CHECK(kv_pool_free_blocks(f.pool) <= free_before);
@@ -722,7 +681,7 @@ static void a_budget_of_nothing_or_one_empties_or_keeps_one(void)
             run_hook(&f, false);
             int64_t want[CAP] = {39};
             for (int32_t layer = 1; layer <= 2; layer++)
-                CHECK_MESSAGE(holds(&f, layer, 0, want, budget) && holds(&f, layer, 1, want, budget),
+                CHECK_MESSAGE(kv_table_holds(f.seq, layer, 0, want, budget) && kv_table_holds(f.seq, layer, 1, want, budget),
                               "%s, budget %" PRId64, policies[i]->name, budget);
             CHECK(pool_is_consistent(f.pool));
             fixture_free(&f);
@@ -743,7 +702,7 @@ static void the_same_input_twice_keeps_the_same_slots(void)
                 run_hook(&f, true);
             }
             for (int32_t table = 0; table < 4 * HEADS; table++)
-                counts[run][table] = positions_of(&f, table / HEADS, table % HEADS, kept[run][table]);
+                counts[run][table] = kv_table_positions(f.seq, table / HEADS, table % HEADS, kept[run][table]);
             fixture_free(&f);
         }
         for (int32_t table = 0; table < 4 * HEADS; table++) {

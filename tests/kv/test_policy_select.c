@@ -22,6 +22,7 @@
 #include "kv/policy.h"
 #include "kv/pool.h"
 #include "kv/seq.h"
+#include "kv/kv_checks.h"
 #include "test_util.h"
 
 enum { LAYERS = 2, BLOCK = 4, DIM = 2, CAP = 32 };
@@ -122,14 +123,6 @@ static bool table_is(const kv_seq *seq, int32_t layer, const int32_t *positions,
                     position, key[0], key[1], value[0], value[1]);
     }
     return same;
-}
-
-static bool pool_is_consistent(const kv_pool *pool)
-{
-    strata_error error = {0};
-    strata_status status = kv_pool_check(pool, &error);
-    CHECK_MESSAGE(status == STRATA_OK, "%s", error.message);
-    return status == STRATA_OK;
 }
 
 /* ---- merge ------------------------------------------------------------- */

@@ -17,6 +17,7 @@
 
 #include "kv/packed.h"
 #include "kv/pool.h"
+#include "kv/kv_checks.h"
 #include "test_util.h"
 
 /* ---- helpers ----------------------------------------------------------- */
@@ -40,14 +41,6 @@ static kv_pool *create_pool(const kv_pool_config *config)
     strata_status status = kv_pool_create(config, &pool, &error);
     CHECK_MESSAGE(status == STRATA_OK, "%s", error.message);
     return pool;
-}
-
-static bool pool_is_consistent(const kv_pool *pool)
-{
-    strata_error error = {0};
-    strata_status status = kv_pool_check(pool, &error);
-    CHECK_MESSAGE(status == STRATA_OK, "%s", error.message);
-    return status == STRATA_OK;
 }
 
 /* The value a test block holds at index i of a section (0 keys, 1 values, 2 positions, 3 scores). */

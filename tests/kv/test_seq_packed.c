@@ -16,6 +16,7 @@
 #include "kv/pool.h"
 #include "kv/precision.h"
 #include "kv/seq.h"
+#include "kv/kv_checks.h"
 #include "test_util.h"
 
 enum { WIDTH = 32, SLOTS = 16, LAYERS = 2, TOKENS = 70 };
@@ -76,14 +77,6 @@ static bool slot_is(const kv_seq *seq, int32_t layer, int64_t slot, int64_t posi
     return true;
 }
 
-static bool consistent(const kv_pool *pool)
-{
-    strata_error error = {0};
-    strata_status status = kv_pool_check(pool, &error);
-    CHECK_MESSAGE(status == STRATA_OK, "%s", error.message);
-    return status == STRATA_OK;
-}
-
 /* Tolerances: rows span [-1, 1]; q8's step is at most 1/127, kivi2's at most 2/3 (halved by rounding),
  * doubled for a block quantized again after a keep. */
 static double tolerance_of(kv_storage storage)
@@ -125,7 +118,7 @@ static void packing_keeps_slots_and_returns_bytes(void)
                 CHECK_MESSAGE(slot_is(seq, layer, i, i, i < 48 ? tolerance_of(types[t]) : 0),
                               "%s layer %d slot %" PRId64, kv_storage_name(types[t]), layer, i);
         }
-        consistent(pool);
+        pool_is_consistent(pool);
 
         /* Keep: drop slot 5 and slots 40..44. Blocks 0..2 stay packed; the partial last block is f32. */
         int64_t keep[TOKENS], count = 0;
@@ -142,7 +135,7 @@ static void packing_keeps_slots_and_returns_bytes(void)
                 CHECK_MESSAGE(slot_is(seq, layer, i, keep[i], i < 48 ? 2 * tolerance_of(types[t]) : 0),
                               "%s after keep: layer %d slot %" PRId64, kv_storage_name(types[t]), layer, i);
         }
-        consistent(pool);
+        pool_is_consistent(pool);
 
         /* Rewind into packed block 1: it is copied into f32 before the next write. */
         CHECK(kv_seq_rewind(seq, 21, NULL, &error) == STRATA_OK);
@@ -153,7 +146,7 @@ static void packing_keeps_slots_and_returns_bytes(void)
         CHECK(kv_block_storage(pool, table->blocks[1]) == KV_STORAGE_F32 && table->slot_count == 21);
         CHECK(slot_is(seq, 0, 20, 21, 0));
         CHECK(slot_is(seq, 0, 19, 20, 2 * tolerance_of(types[t])));
-        consistent(pool);
+        pool_is_consistent(pool);
         kv_seq_destroy(seq);
         kv_pool_usage_get(pool, &after);
         CHECK(after.used_blocks == 0 && kv_pool_free_blocks(pool) == 40);
@@ -179,7 +172,7 @@ static void packing_a_shared_block_leaves_the_other_sequence_alone(void)
         }
     CHECK(kv_block_storage(pool, kv_seq_table(fork, 0, 0)->blocks[0]) == KV_STORAGE_F32);
     CHECK(kv_pool_refcount(pool, kv_seq_table(fork, 0, 0)->blocks[0]) == 1);
-    consistent(pool);
+    pool_is_consistent(pool);
     kv_seq_destroy(fork);
     kv_seq_destroy(seq);
     kv_pool_destroy(pool);
@@ -200,7 +193,7 @@ static void packing_in_a_full_pool_stops_quietly(void)
         CHECK(kv_block_storage(pool, kv_seq_table(seq, 0, 0)->blocks[b]) == KV_STORAGE_F32);
     for (int64_t i = 0; i < 48; i++)
         CHECK(slot_is(seq, 1, i, i, 0));
-    consistent(pool);
+    pool_is_consistent(pool);
     kv_seq_destroy(seq);
     kv_pool_destroy(pool);
 }
@@ -239,7 +232,7 @@ static void overwriting_a_packed_slot_reencodes_its_block(void)
             CHECK(slot_is(seq, 0, i, i, tolerance));
             CHECK(slot_is(fork, 0, i, i, tolerance_of(KV_STORAGE_KIVI4)));
         }
-    consistent(pool);
+    pool_is_consistent(pool);
     kv_seq_destroy(fork);
     kv_seq_destroy(seq);
     kv_pool_destroy(pool);

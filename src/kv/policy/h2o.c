@@ -43,24 +43,11 @@ static strata_status h2o_apply(const kv_policy_view *view, strata_error *err)
     int64_t heavy = view->budget - recent;
 
     /* One scratch allocation per step, sized for the largest table to compact. */
-    int64_t most_slots = 0;
-    for (int32_t layer = 0; layer < view->layer_count; layer++) {
-        if (view->layer_is_windowed != NULL && view->layer_is_windowed[layer])
-            continue;
-        for (int32_t head = 0; head < view->kv_head_count; head++) {
-            int64_t slots = kv_seq_table(view->seq, layer, head)->slot_count;
-            if (slots <= view->budget)
-                continue;
-            if (view->mass == NULL || view->mass[(int64_t)layer * view->kv_head_count + head] == NULL)
-                return strata_fail(err, STRATA_E_INVALID_ARGUMENT,
-                                   "h2o: no accumulated attention mass for layer %" PRId32 " KV head %" PRId32
-                                   " (the session must keep ACCUMULATED statistics)",
-                                   layer, head);
-            if (slots > most_slots)
-                most_slots = slots;
-        }
-    }
-    if (most_slots == 0)
+    int64_t most_slots;
+    strata_status status = kv_policy_largest_table(view, view->budget, true, "h2o", &most_slots, err);
+    if (status != STRATA_OK)
+        return status;
+    if (most_slots <= view->budget)
         return STRATA_OK;
     int64_t *order = malloc((size_t)most_slots * sizeof *order);
     int64_t *keep = malloc((size_t)(view->budget > 0 ? view->budget : 1) * sizeof *keep);
@@ -71,7 +58,6 @@ static strata_status h2o_apply(const kv_policy_view *view, strata_error *err)
                            most_slots);
     }
 
-    strata_status status = STRATA_OK;
     for (int32_t layer = 0; layer < view->layer_count && status == STRATA_OK; layer++) {
         if (view->layer_is_windowed != NULL && view->layer_is_windowed[layer])
             continue;

@@ -252,28 +252,13 @@ static strata_status merge_apply(const kv_policy_view *view, strata_error *err)
     int64_t recent = (int64_t)llround((double)view->budget * view->params[MERGE_RECENT_RATIO]);
     recent = recent > view->budget ? view->budget : recent < 0 ? 0 : recent;
 
-    int64_t most_slots = 0;
-    for (int32_t layer = 0; layer < view->layer_count; layer++) {
-        if (view->layer_is_windowed != NULL && view->layer_is_windowed[layer])
-            continue;
-        for (int32_t head = 0; head < view->kv_head_count; head++) {
-            int64_t slots = kv_seq_table(view->seq, layer, head)->slot_count;
-            if (slots <= view->budget)
-                continue;
-            if (view->mass == NULL || view->mass[(int64_t)layer * view->kv_head_count + head] == NULL)
-                return strata_fail(err, STRATA_E_INVALID_ARGUMENT,
-                                   "merge: no accumulated attention mass for layer %" PRId32 " KV head %" PRId32
-                                   " (the session must keep ACCUMULATED statistics)",
-                                   layer, head);
-            most_slots = slots > most_slots ? slots : most_slots;
-        }
-    }
-    if (most_slots == 0)
-        return STRATA_OK;
+    int64_t most_slots;
+    strata_status status = kv_policy_largest_table(view, view->budget, true, "merge", &most_slots, err);
+    if (status != STRATA_OK || most_slots <= view->budget)
+        return status;
     const kv_pool_config *config = kv_pool_configuration(kv_seq_pool(view->seq));
     merge_scratch scratch;
-    strata_status status =
-        merge_scratch_alloc(&scratch, most_slots, view->budget, config->key_length, config->value_length, err);
+    status = merge_scratch_alloc(&scratch, most_slots, view->budget, config->key_length, config->value_length, err);
     if (status != STRATA_OK)
         return status;
     for (int32_t layer = 0; layer < view->layer_count && status == STRATA_OK; layer++) {

@@ -101,24 +101,16 @@ static strata_status pyramidkv_prefill_end(const kv_policy_view *view, strata_er
     if (view->budget < 0)
         return strata_fail(err, STRATA_E_INVALID_ARGUMENT, "pyramidkv: the KV budget is %" PRId64 ", below 0",
                            view->budget);
-    int64_t most_slots = 0;
-    for (int32_t layer = 0; layer < view->layer_count; layer++) {
-        if (view->layer_is_windowed != NULL && view->layer_is_windowed[layer])
-            continue;
-        for (int32_t head = 0; head < view->kv_head_count; head++) {
-            int64_t slots = kv_seq_table(view->seq, layer, head)->slot_count;
-            if (slots > most_slots)
-                most_slots = slots;
-        }
-    }
-    if (most_slots <= view->budget)
-        return STRATA_OK;
+    int64_t most_slots;
+    strata_status status = kv_policy_largest_table(view, view->budget, false, "pyramidkv", &most_slots, err);
+    if (status != STRATA_OK || most_slots <= view->budget)
+        return status;
     int64_t *budgets = calloc((size_t)view->layer_count, sizeof *budgets);
     if (budgets == NULL)
         return strata_fail(err, STRATA_E_OUT_OF_MEMORY, "pyramidkv: cannot allocate budgets for %" PRId32 " layers",
                            view->layer_count);
     pyramidkv_budgets(view, most_slots, budgets);
-    strata_status status = snapkv_compress(view, budgets, "pyramidkv", err);
+    status = snapkv_compress(view, budgets, "pyramidkv", err);
     free(budgets);
     return status;
 }

@@ -53,15 +53,8 @@ static strata_status streaming_apply(const kv_policy_view *view, strata_error *e
         if (view->layer_is_windowed != NULL && view->layer_is_windowed[layer])
             continue;
         for (int32_t head = 0; head < view->kv_head_count && status == STRATA_OK; head++) {
-            int64_t slots = kv_seq_table(view->seq, layer, head)->slot_count;
-            if (slots <= view->budget)
-                continue;
-            int64_t count = 0;
-            for (int64_t i = 0; i < sinks; i++)
-                keep[count++] = i;
-            for (int64_t i = slots - recent; i < slots; i++)
-                keep[count++] = i;
-            status = kv_policy_keep(view, layer, head, keep, count, err);
+            if (kv_seq_table(view->seq, layer, head)->slot_count > view->budget)
+                status = kv_policy_keep_sinks_and_recent(view, layer, head, sinks, recent, keep, err);
         }
     }
     free(keep);
