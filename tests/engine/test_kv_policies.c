@@ -342,6 +342,68 @@ static void quest_reads_fewer_blocks_and_keeps_the_full_cache(void)
     strata_model_close(model);
 }
 
+/* Sessions sharing prompt blocks through the prefix cache: a compressing
+ * session attaches the blocks a full-cache session put there and compresses
+ * (evicts, packs, merges into) them; the full session's next logits, and
+ * those of a third session served from the cache afterwards, equal a run
+ * that never met a compressing session. Done for every policy. */
+static void compressing_cached_prefix_blocks_leaves_their_other_holders_untouched(void)
+{
+    strata_model *model = open_model();
+    if (model == NULL)
+        return;
+    int32_t tokens[PROMPT + DECODE + 1];
+    random_tokens(tokens, PROMPT + DECODE + 1, 6);
+    strata_error err = {0};
+    /* The reference: a full cache alone, no prefix cache. */
+    float want_next[TINY_VOCAB], want_served[TINY_VOCAB];
+    strata_session *reference = open_session(model, "full", 0, NULL);
+    if (reference == NULL)
+        return;
+    CHECK(strata_session_append(reference, tokens, PROMPT, false, &err) == STRATA_OK);
+    CHECK(strata_session_append(reference, &tokens[PROMPT], 1, false, &err) == STRATA_OK);
+    memcpy(want_next, strata_session_logits(reference, 0), sizeof want_next);
+    strata_session_destroy(reference);
+    reference = open_session(model, "full", 0, NULL);
+    CHECK(strata_session_append(reference, tokens, PROMPT + 1, false, &err) == STRATA_OK);
+    memcpy(want_served, strata_session_logits(reference, 0), sizeof want_served);
+    strata_session_destroy(reference);
+    for (int p = 0; p < POLICIES; p++) {
+        uint64_t space = 100 + (uint64_t)p; /* a namespace of its own: a fresh cache per case */
+        strata_session_options full = {.prefix_cache = true, .cache_namespace = space};
+        strata_session_options compressing = {.prefix_cache = true, .cache_namespace = space,
+                                              .kv_policy = cases[p].name, .kv_budget_tokens = BUDGET,
+                                              .kv_policy_params = cases[p].params,
+                                              .kv_head_profile = profile_for(cases[p].name)};
+        strata_session *holder = NULL, *compressor = NULL, *served = NULL;
+        CHECK(strata_session_create(model, &full, &holder, &err) == STRATA_OK);
+        CHECK(strata_session_create(model, &compressing, &compressor, &err) == STRATA_OK);
+        if (holder == NULL || compressor == NULL)
+            return;
+        CHECK(strata_session_append(holder, tokens, PROMPT, false, &err) == STRATA_OK);
+        CHECK_MESSAGE(strata_session_append(compressor, tokens, PROMPT, false, &err) == STRATA_OK, "%s: %s",
+                      cases[p].name, err.message);
+        CHECK_MESSAGE(strata_session_cached_tokens(compressor) > 0, "%s: nothing served from the cache",
+                      cases[p].name);
+        for (int i = 0; i < DECODE; i++)
+            CHECK(strata_session_append(compressor, &tokens[PROMPT + i], 1, false, &err) == STRATA_OK);
+        CHECK(strata_session_append(holder, &tokens[PROMPT], 1, false, &err) == STRATA_OK);
+        CHECK_MESSAGE(memcmp(strata_session_logits(holder, 0), want_next, sizeof want_next) == 0,
+                      "%s: compressing changed a session sharing its prefix blocks", cases[p].name);
+        CHECK(strata_session_create(model, &full, &served, &err) == STRATA_OK);
+        if (served != NULL) {
+            CHECK(strata_session_append(served, tokens, PROMPT + 1, false, &err) == STRATA_OK);
+            CHECK(strata_session_cached_tokens(served) > 0);
+            CHECK_MESSAGE(memcmp(strata_session_logits(served, 0), want_served, sizeof want_served) == 0,
+                          "%s: compressing changed the cached prefix", cases[p].name);
+        }
+        strata_session_destroy(served);
+        strata_session_destroy(compressor);
+        strata_session_destroy(holder);
+    }
+    strata_model_close(model);
+}
+
 /* Every registered policy (but the identity) has a line in cases. */
 static void every_policy_has_a_case(void)
 {
@@ -385,6 +447,7 @@ int main(void)
     RUN_CASE(compressing_a_fork_leaves_the_parent_untouched);
     RUN_CASE(unknown_policies_and_parameters_are_refused);
     RUN_CASE(quest_reads_fewer_blocks_and_keeps_the_full_cache);
+    RUN_CASE(compressing_cached_prefix_blocks_leaves_their_other_holders_untouched);
     RUN_CASE(every_policy_has_a_case);
     TEST_EXIT();
 }
