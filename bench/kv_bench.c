@@ -10,7 +10,7 @@
  *       time to first token of R requests that share a system prompt and
  *       differ in their question, with the prefix cache on and off.
  *   strata-kv-bench policies [-m MODEL] [-t T] [--prompt 16384] [--budgets 2048,512] [--generate 32]
- *                            [--policies LIST] [--profile FILE]
+ *                            [--policies LIST] [--profile FILE] [--kv-type f32|f16|bf16]
  *       for the full cache, every KV policy at each budget, every precision
  *       alone (once: no budget) and a few compositions (POLICY+PRECISION) at
  *       each budget: KV bytes the session holds after the prompt and after
@@ -45,6 +45,7 @@ typedef struct bench_options {
     int budget_count;
     const char *policies;  /* comma-separated names, or NULL: all */
     const char *profile;   /* head profile for duo, or NULL */
+    strata_kv_type kv_type; /* the pool's base type */
     bool json;
 } bench_options;
 
@@ -408,6 +409,9 @@ int main(int argc, char **argv)
             o.policies = value;
         } else if (strcmp(flag, "--profile") == 0 && ok) {
             o.profile = value;
+        } else if (strcmp(flag, "--kv-type") == 0 && ok) {
+            ok = strcmp(value, "f32") == 0 || strcmp(value, "f16") == 0 || strcmp(value, "bf16") == 0;
+            o.kv_type = strcmp(value, "f16") == 0 ? STRATA_KV_F16 : strcmp(value, "bf16") == 0 ? STRATA_KV_BF16 : STRATA_KV_F32;
         } else if (strcmp(flag, "--prompt") == 0 && ok) {
             ok = parse_int(value, 2, &o.prompt);
             prompt_given = true;
@@ -447,7 +451,7 @@ int main(int argc, char **argv)
     }
     strata_error error = {0};
     strata_model *model = NULL;
-    strata_model_options model_options = {.threads = o.threads};
+    strata_model_options model_options = {.threads = o.threads, .kv_type = o.kv_type};
     if (strata_model_open(o.model_path, &model_options, &model, &error) != STRATA_OK)
         return fail(o.model_path, &error);
     int status = strcmp(o.mode, "batch") == 0    ? bench_batch(model, &o)

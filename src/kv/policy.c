@@ -51,7 +51,7 @@ static void list_params(const kv_policy_ops *ops, char *buffer, size_t capacity)
     if (ops->param_count == 0)
         snprintf(buffer, capacity, "none");
     for (int i = 0; i < ops->param_count; i++) {
-        int written = snprintf(buffer + used, capacity - used, "%s%s (%g..%g, default %g)", i == 0 ? "" : ", ",
+        int written = snprintf(buffer + used, capacity - used, "%s%s (%.10g..%.10g, default %.10g)", i == 0 ? "" : ", ",
                                ops->params[i].name, ops->params[i].minimum, ops->params[i].maximum,
                                ops->params[i].default_value);
         if (written < 0 || (size_t)written >= capacity - used)
@@ -91,7 +91,7 @@ strata_status kv_policy_parse_params(const kv_policy_ops *ops, const char *text,
         if (parsed_end == number || *parsed_end != '\0' || errno != 0 || !isfinite(value) ||
             value < param->minimum || value > param->maximum)
             return strata_fail(err, STRATA_E_INVALID_ARGUMENT,
-                               "KV policy '%s': parameter '%s' expects a number in %g..%g, got '%s'", ops->name,
+                               "KV policy '%s': parameter '%s' expects a number in %.10g..%.10g, got '%s'", ops->name,
                                param->name, param->minimum, param->maximum, number);
         values[index] = value;
         cursor += length + (end != NULL ? 1 : 0);

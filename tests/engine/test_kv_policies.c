@@ -404,6 +404,47 @@ static void compressing_cached_prefix_blocks_leaves_their_other_holders_untouche
     strata_model_close(model);
 }
 
+/* StreamingLLM compresses after every prompt chunk: a prompt far longer than
+ * the pool could hold whole is read in a pool of about budget + two chunks
+ * per table, where the full cache fails with STRATA_E_KV_FULL. */
+static void streaming_reads_a_long_prompt_in_a_pool_too_small_for_it(void)
+{
+    enum { LONG = 1500, BLOCKS = 200 }; /* the full prompt needs 4 tables x 94 blocks */
+    tiny_model_spec spec = tiny_model_llama();
+    spec.context_length = 2048;
+    spec.key_length = 32;
+    strata_model *model = NULL;
+    strata_error err = {0};
+    strata_model_options probe_options = {.threads = 2};
+    CHECK(tiny_model_open_with(&spec, &probe_options, &model, &err) == STRATA_OK);
+    if (model == NULL)
+        return;
+    strata_kv_stats stats;
+    strata_model_kv_stats(model, &stats);
+    strata_model_close(model);
+    strata_model_options options = {.threads = 2, .kv_memory_bytes = BLOCKS * stats.block_bytes};
+    CHECK(tiny_model_open_with(&spec, &options, &model, &err) == STRATA_OK);
+    if (model == NULL)
+        return;
+    static int32_t tokens[LONG];
+    random_tokens(tokens, LONG, 7);
+    strata_session_options full = {.context_length = 2048};
+    strata_session_options streaming = {.context_length = 2048, .kv_policy = "streaming", .kv_budget_tokens = 64};
+    strata_session *session = NULL;
+    CHECK(strata_session_create(model, &full, &session, &err) == STRATA_OK);
+    CHECK(strata_session_append(session, tokens, LONG, false, &err) == STRATA_E_KV_FULL);
+    strata_session_destroy(session);
+    CHECK(strata_session_create(model, &streaming, &session, &err) == STRATA_OK);
+    CHECK_MESSAGE(strata_session_append(session, tokens, LONG, false, &err) == STRATA_OK, "%s", err.message);
+    int64_t slots[4];
+    strata_session_kv_slots(session, slots);
+    for (int t = 0; t < 4; t++)
+        CHECK(slots[t] == 64);
+    CHECK(strata_session_append(session, &tokens[0], 1, false, &err) == STRATA_OK);
+    strata_session_destroy(session);
+    strata_model_close(model);
+}
+
 /* Every registered policy (but the identity) has a line in cases. */
 static void every_policy_has_a_case(void)
 {
@@ -448,6 +489,7 @@ int main(void)
     RUN_CASE(unknown_policies_and_parameters_are_refused);
     RUN_CASE(quest_reads_fewer_blocks_and_keeps_the_full_cache);
     RUN_CASE(compressing_cached_prefix_blocks_leaves_their_other_holders_untouched);
+    RUN_CASE(streaming_reads_a_long_prompt_in_a_pool_too_small_for_it);
     RUN_CASE(every_policy_has_a_case);
     TEST_EXIT();
 }

@@ -7,8 +7,11 @@
  * stable far past the window, while a plain sliding window collapses once
  * the sinks leave it. Per (layer, KV head) table over its budget, this
  * policy keeps the first `sinks` slots and the most recent budget - sinks
- * slots, after the prompt and after every decode step; it needs no
- * statistics. Keys keep their original positions (strata does not
+ * slots after every chunk of a prompt (so a prompt of any length is read
+ * with at most the budget plus one chunk of 512 slots per table: the stream
+ * never holds more, and later chunks attend to the sinks and the recent
+ * window, as the paper's streaming setting does), after the prompt and after
+ * every decode step; it needs no statistics. Keys keep their original positions (strata does not
  * re-rotate them to cache positions as the paper's variant does).
  *
  * Parameters:
@@ -67,6 +70,7 @@ const kv_policy_ops kv_policy_streaming = {
     .params = streaming_params,
     .param_count = (int)(sizeof streaming_params / sizeof streaming_params[0]),
     .statistics = KV_STATISTICS_NONE,
+    .on_prefill_chunk = streaming_apply,
     .on_prefill_end = streaming_apply,
     .on_decode_step = streaming_apply,
 };
