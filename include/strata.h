@@ -121,6 +121,10 @@ typedef struct strata_session_options {
     const char *kv_head_profile; /* head profile file written by `strata calibrate`: per (layer, KV head),
                                     how much it retrieves from far back; read at creation. Needed by
                                     policies that treat heads differently ("duo"); NULL: none */
+    int32_t kv_statistics_window; /* > 0: a full-cache session that keeps, for strata_session_fork_compressed,
+                                     the attention statistics policies read after a prompt (of its last
+                                     kv_statistics_window queries, 32 for every policy's default, and of
+                                     every query); 0: none */
 } strata_session_options;
 
 /* Returns the KV compression policies' names, comma-separated ("full, streaming, ..."). */
@@ -190,6 +194,14 @@ void strata_model_kv_blocks_by_layer(const strata_model *model, int64_t *blocks)
 /* Fills slots[layer * kv_heads + head] with the KV slots the session holds for
  * that (layer, KV head): lengths differ where sliding windows released blocks. */
 void strata_session_kv_slots(const strata_session *session, int64_t *slots);
+/* Forks a session created with kv_statistics_window into one carrying the
+ * KV policy (and precision, budget, parameters, head profile) of options:
+ * it shares the parent's blocks, takes the statistics its policy reads, and
+ * compresses at once, as after reading the prompt itself; the parent is
+ * unchanged. So one prefill serves many policies (the evaluation harness).
+ * A policy observing another window than the parent kept is refused. */
+strata_status strata_session_fork_compressed(const strata_session *parent, const strata_session_options *options,
+                                             strata_session **out, strata_error *err);
 /* Returns the KV bytes a session references (blocks shared with others count in full) and,
  * in *shared_bytes if not NULL, how many of those are shared. */
 uint64_t strata_session_kv_bytes(const strata_session *session, uint64_t *shared_bytes);

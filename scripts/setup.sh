@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # scripts/setup.sh: install what strata needs to build, test and run on a
 # fresh Debian 12 machine: Debian packages (compiler, CMake, Ninja, PCRE2),
-# Python packages (numpy, gguf, pytest), the default model and the byte-level
-# BPE vocabularies the tokenizer tests use. Safe to run again: it only
-# installs what is missing.
+# Python packages (numpy, gguf, pytest, matplotlib), the default model and the
+# byte-level BPE vocabularies the tokenizer tests use. Safe to run again: it
+# only installs what is missing.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
@@ -23,6 +23,7 @@ python_missing=""
 python3 -c 'import numpy' 2>/dev/null || python_missing="$python_missing numpy"
 python3 -c 'import gguf' 2>/dev/null || python_missing="$python_missing gguf==0.19.0"
 python3 -c 'import pytest' 2>/dev/null || python_missing="$python_missing pytest"
+python3 -c 'import matplotlib' 2>/dev/null || python_missing="$python_missing matplotlib"
 if [ -n "$python_missing" ]; then
     echo "setup: installing Python packages:$python_missing" >&2
     python3 -m pip install --quiet --disable-pip-version-check $python_missing >&2 ||

@@ -255,7 +255,9 @@ static void attention_block(strata_model *model, forward_scratch *s, const forwa
             if (item->slot_mass_squares != NULL)
                 args.slot_mass_squares = item->slot_mass_squares + il * p->kv_head_count;
         }
-        assert(!selected || args.slot_mass == NULL); /* statistics need every slot at its table index */
+        if (item->slot_mass_all != NULL && item->slot_mass_all[il * p->kv_head_count] != NULL)
+            args.slot_mass_all = item->slot_mass_all + il * p->kv_head_count;
+        assert(!selected || (args.slot_mass == NULL && args.slot_mass_all == NULL)); /* statistics need every slot at its table index */
         compute_attention(compute, &args);
         row += item->count;
     }

@@ -29,6 +29,7 @@ typedef struct forward_item {
     float *const *slot_mass;
     int64_t mass_first_token;
     float *const *slot_mass_squares; /* optional, like slot_mass: the squared probabilities */
+    float *const *slot_mass_all;     /* optional, like slot_mass but from every token */
     /* Optional, for an item of one token: its policy chooses per (layer, KV
      * head) which blocks attention reads (kv/policy.h); NULL: every block.
      * Excludes slot_mass (a partial view's slot indices are not the table's). */

@@ -51,6 +51,10 @@ struct strata_session {
     float **mass;                 /* per table: attention mass per slot (global layers), or NULL */
     float **mass_squares;         /* per table: the squares' sums, or NULL */
     float **slot_arrays;          /* per table * policy->slot_arrays: the policy's own per-slot floats */
+    /* A full-cache session that keeps statistics for strata_session_fork_compressed: mass and squares of
+     * the last statistics_window prompt queries (in mass, mass_squares) and of every query (mass_all). */
+    int64_t statistics_window;
+    float **mass_all;
     bool *layer_is_windowed;
     void *policy_state;           /* what policy->create_state made, or NULL */
     kv_block_selection selection; /* handed to steps of one token when the policy selects blocks */
@@ -199,6 +203,42 @@ static strata_status parse_policy_name(strata_session *session, const char *name
     return STRATA_OK;
 }
 
+/* Records which layers are sliding-window layers (policies leave them alone). */
+static strata_status setup_windowed_flags(strata_session *session, strata_error *err)
+{
+    const strata_model *model = session->model;
+    session->layer_is_windowed = calloc((size_t)model->params.layer_count, sizeof *session->layer_is_windowed);
+    if (session->layer_is_windowed == NULL)
+        return strata_fail(err, STRATA_E_OUT_OF_MEMORY, "cannot allocate layer flags");
+    for (int64_t il = 0; il < model->params.layer_count; il++)
+        session->layer_is_windowed[il] = model->layers[il].sliding_window;
+    return STRATA_OK;
+}
+
+/* A session that keeps statistics for compressed forks: the full cache, and
+ * every statistic a policy reads after a prompt. */
+static strata_status setup_statistics_keeper(strata_session *session, const kv_policy_ops *policy, int64_t tokens,
+                                             float ratio, int64_t window, strata_error *err)
+{
+    if (window < 0 || window > session->context_length)
+        return strata_fail(err, STRATA_E_INVALID_ARGUMENT, "KV statistics window %lld is outside 0..%lld tokens",
+                           (long long)window, (long long)session->context_length);
+    if (policy != &kv_policy_full || session->precision_ops != NULL || tokens != 0 || ratio != 0.0f)
+        return strata_fail(err, STRATA_E_INVALID_ARGUMENT,
+                           "a session keeping statistics for compressed forks (kv_statistics_window) holds the full "
+                           "cache: give no KV policy, precision or budget");
+    session->statistics_window = window;
+    int64_t tables = session->model->params.layer_count * session->model->params.kv_head_count;
+    strata_status status = setup_windowed_flags(session, err);
+    if (status == STRATA_OK)
+        status = allocate_slot_arrays(session, &session->mass, tables, true, err);
+    if (status == STRATA_OK)
+        status = allocate_slot_arrays(session, &session->mass_squares, tables, true, err);
+    if (status == STRATA_OK)
+        status = allocate_slot_arrays(session, &session->mass_all, tables, true, err);
+    return status;
+}
+
 /* Reads the policy fields of the options: the policy, its parameters, the
  * budget, and the statistics arrays it needs. */
 static strata_status setup_policy(strata_session *session, const strata_session_options *options, strata_error *err)
@@ -233,16 +273,17 @@ static strata_status setup_policy(strata_session *session, const strata_session_
     status = setup_head_profile(session, policy, options != NULL ? options->kv_head_profile : NULL, err);
     if (status != STRATA_OK)
         return status;
+    int64_t window = options != NULL ? options->kv_statistics_window : 0;
+    if (window != 0)
+        return setup_statistics_keeper(session, policy, tokens, ratio, window, err);
     if (policy == &kv_policy_full || (tokens == 0 && ratio == 0.0f))
         return STRATA_OK; /* nothing to compress */
     session->policy = policy;
     session->budget_tokens = tokens;
     session->budget_ratio = ratio;
-    session->layer_is_windowed = calloc((size_t)p->layer_count, sizeof *session->layer_is_windowed);
-    if (session->layer_is_windowed == NULL)
-        return strata_fail(err, STRATA_E_OUT_OF_MEMORY, "cannot allocate layer flags");
-    for (int64_t il = 0; il < p->layer_count; il++)
-        session->layer_is_windowed[il] = model->layers[il].sliding_window;
+    status = setup_windowed_flags(session, err);
+    if (status != STRATA_OK)
+        return status;
     if (policy->slot_arrays < 0 || policy->slot_arrays > KV_POLICY_MAX_SLOT_ARRAYS)
         return strata_fail(err, STRATA_E_INTERNAL, "KV policy '%s' asks for %d slot arrays, more than %d",
                            policy->name, policy->slot_arrays, KV_POLICY_MAX_SLOT_ARRAYS);
@@ -268,15 +309,19 @@ static strata_status setup_policy(strata_session *session, const strata_session_
  * for observation statistics at the start of a prompt, all of them). */
 static void prepare_statistics(strata_session *session, int64_t count, bool new_prompt)
 {
-    if (session->policy == NULL)
+    if (session->policy == NULL && session->statistics_window == 0)
         return;
     const model_params *p = &session->model->params;
-    int64_t tables = p->layer_count * p->kv_head_count, per_table = session->policy->slot_arrays;
+    int64_t tables = p->layer_count * p->kv_head_count;
+    int64_t per_table = session->policy != NULL ? session->policy->slot_arrays : 0;
+    bool observation = session->statistics_window > 0 || session->policy->statistics == KV_STATISTICS_OBSERVATION;
     for (int64_t t = 0; t < tables; t++) {
         int64_t slots = kv_seq_table(session->seq, (int32_t)(t / p->kv_head_count), (int32_t)(t % p->kv_head_count))
                             ->slot_count;
-        int64_t from = new_prompt && session->policy->statistics == KV_STATISTICS_OBSERVATION ? 0 : slots;
+        int64_t from = new_prompt && observation ? 0 : slots;
         int64_t to = slots + count < session->context_length ? slots + count : session->context_length;
+        if (session->mass_all != NULL && session->mass_all[t] != NULL && to > slots)
+            memset(session->mass_all[t] + slots, 0, (size_t)(to - slots) * sizeof(float));
         float *statistics[2] = {session->mass != NULL ? session->mass[t] : NULL,
                                 session->mass_squares != NULL ? session->mass_squares[t] : NULL};
         for (int a = 0; a < 2; a++)
@@ -344,9 +389,11 @@ static strata_status run_policy_after_step(strata_session *session, size_t count
 /* The first observed token of a chunk starting at `done` of a prompt of `count`. */
 static int64_t mass_first_token(const strata_session *session, size_t done, size_t count, int64_t chunk)
 {
-    if (session->policy == NULL || session->policy->statistics != KV_STATISTICS_OBSERVATION || count == 1)
+    bool keeper = session->statistics_window > 0;
+    if (count == 1 || (!keeper && (session->policy == NULL || session->policy->statistics != KV_STATISTICS_OBSERVATION)))
         return 0;
-    int64_t observed = (int64_t)kv_policy_param_value(session->policy, session->policy_params, "observation");
+    int64_t observed = keeper ? session->statistics_window
+                              : (int64_t)kv_policy_param_value(session->policy, session->policy_params, "observation");
     int64_t first = (int64_t)count - observed - (int64_t)done;
     return first < 0 ? 0 : first > chunk ? chunk : first;
 }
@@ -423,6 +470,7 @@ void strata_session_destroy(strata_session *session)
     int64_t tables = session->model->params.layer_count * session->model->params.kv_head_count;
     free_slot_arrays(session->mass, tables);
     free_slot_arrays(session->mass_squares, tables);
+    free_slot_arrays(session->mass_all, tables);
     free_slot_arrays(session->slot_arrays, session->policy != NULL ? tables * session->policy->slot_arrays : 0);
     if (session->policy != NULL && session->policy->destroy_state != NULL)
         session->policy->destroy_state(session->policy_state);
@@ -530,6 +578,7 @@ strata_status strata_session_append(strata_session *session, const int32_t *toke
             .slot_mass = session->mass,
             .mass_first_token = mass_first_token(session, done, count, chunk),
             .slot_mass_squares = session->mass_squares,
+            .slot_mass_all = session->mass_all,
             .selection = policy_selection(session, chunk),
         };
         status = step_with_eviction(model, session->scratch, &item, 1, err);
@@ -575,7 +624,7 @@ strata_status strata_sessions_append(strata_session *const *sessions, const int3
         items[i] = (forward_item){.seq = session->seq, .tokens = tokens[i], .count = (int64_t)counts[i],
                                   .logits = session->logits, .slot_mass = session->mass,
                                   .mass_first_token = mass_first_token(session, 0, counts[i], (int64_t)counts[i]),
-                                  .slot_mass_squares = session->mass_squares,
+                                  .slot_mass_squares = session->mass_squares, .slot_mass_all = session->mass_all,
                                   .selection = policy_selection(session, (int64_t)counts[i])};
     }
     if (status == STRATA_OK && total > SESSION_CHUNK_TOKENS)
@@ -638,6 +687,28 @@ static void copy_slot_arrays(float **to, float *const *from, int64_t count, int6
             memcpy(to[i], from[i], (size_t)length * sizeof(float));
 }
 
+/* Gives a freshly created child the parent's sequence (shared blocks), its
+ * tokens and the logits of its last row; destroys the child on failure. */
+static strata_status adopt_sequence(strata_session *child, const strata_session *parent, strata_error *err)
+{
+    kv_seq_destroy(child->seq);
+    child->seq = NULL;
+    strata_status status = kv_seq_fork(parent->seq, &child->seq, err);
+    if (status == STRATA_OK && parent->logit_rows > 0)
+        status = reserve_logits(child, 1, err);
+    if (status != STRATA_OK) {
+        strata_session_destroy(child);
+        return status;
+    }
+    int64_t vocab = parent->model->params.vocab_size;
+    memcpy(child->history, parent->history, (size_t)kv_seq_length(parent->seq) * sizeof *child->history);
+    if (parent->logit_rows > 0) {
+        memcpy(child->logits, parent->logits + (parent->logit_rows - 1) * (size_t)vocab, (size_t)vocab * sizeof(float));
+        child->logit_rows = 1;
+    }
+    return STRATA_OK;
+}
+
 strata_status strata_session_fork(const strata_session *session, strata_session **out, strata_error *err)
 {
     *out = NULL;
@@ -650,23 +721,8 @@ strata_status strata_session_fork(const strata_session *session, strata_session 
                                       .kv_head_profile = session->head_profile};
     strata_session *child = NULL;
     strata_status status = strata_session_create(session->model, &options, &child, err);
-    if (status != STRATA_OK)
+    if (status != STRATA_OK || (status = adopt_sequence(child, session, err)) != STRATA_OK)
         return status;
-    kv_seq_destroy(child->seq);
-    child->seq = NULL;
-    status = kv_seq_fork(session->seq, &child->seq, err);
-    if (status == STRATA_OK && session->logit_rows > 0)
-        status = reserve_logits(child, 1, err);
-    if (status != STRATA_OK) {
-        strata_session_destroy(child);
-        return status;
-    }
-    int64_t vocab = session->model->params.vocab_size;
-    memcpy(child->history, session->history, (size_t)kv_seq_length(session->seq) * sizeof *child->history);
-    if (session->logit_rows > 0) {
-        memcpy(child->logits, session->logits + (session->logit_rows - 1) * (size_t)vocab, (size_t)vocab * sizeof(float));
-        child->logit_rows = 1;
-    }
     child->cached_blocks = session->cached_blocks;
     child->budget = session->budget;
     memcpy(child->policy_params, session->policy_params, sizeof child->policy_params);
@@ -686,6 +742,58 @@ strata_status strata_session_fork(const strata_session *session, strata_session 
             strata_session_destroy(child);
             return status;
         }
+    }
+    *out = child;
+    return STRATA_OK;
+}
+
+/* Gives a compressed fork the statistics its policy reads, from a keeper. */
+static strata_status take_statistics(strata_session *child, const strata_session *keeper, strata_error *err)
+{
+    const kv_policy_ops *policy = child->policy;
+    if (policy == NULL || policy->statistics == KV_STATISTICS_NONE)
+        return STRATA_OK;
+    if (keeper->statistics_window == 0)
+        return strata_fail(err, STRATA_E_INVALID_ARGUMENT,
+                           "KV policy '%s' reads attention statistics: fork it from a session created with "
+                           "kv_statistics_window",
+                           policy->name);
+    int64_t tables = keeper->model->params.layer_count * keeper->model->params.kv_head_count;
+    if (policy->statistics == KV_STATISTICS_ACCUMULATED) {
+        copy_slot_arrays(child->mass, keeper->mass_all, tables, keeper->context_length);
+        return STRATA_OK;
+    }
+    int64_t observation = (int64_t)kv_policy_param_value(policy, child->policy_params, "observation");
+    if (observation != keeper->statistics_window)
+        return strata_fail(err, STRATA_E_INVALID_ARGUMENT,
+                           "KV policy '%s' observes the last %lld prompt queries, the session it is forked from "
+                           "kept statistics of the last %lld: give it observation=%lld or keep that window",
+                           policy->name, (long long)observation, (long long)keeper->statistics_window,
+                           (long long)keeper->statistics_window);
+    copy_slot_arrays(child->mass, keeper->mass, tables, keeper->context_length);
+    copy_slot_arrays(child->mass_squares, keeper->mass_squares, tables, keeper->context_length);
+    return STRATA_OK;
+}
+
+strata_status strata_session_fork_compressed(const strata_session *keeper, const strata_session_options *options,
+                                             strata_session **out, strata_error *err)
+{
+    *out = NULL;
+    strata_session_options child_options = options != NULL ? *options : (strata_session_options){0};
+    child_options.context_length = (int32_t)keeper->context_length;
+    child_options.kv_statistics_window = 0;
+    child_options.prefix_cache = false; /* a compressed variant's blocks are not the prompt's exact KV */
+    strata_session *child = NULL;
+    strata_status status = strata_session_create(keeper->model, &child_options, &child, err);
+    if (status != STRATA_OK || (status = adopt_sequence(child, keeper, err)) != STRATA_OK)
+        return status;
+    status = take_statistics(child, keeper, err);
+    /* The prompt is in the cache: compress as after a prompt read natively. */
+    if (status == STRATA_OK)
+        status = run_policy_after_step(child, 2, err);
+    if (status != STRATA_OK) {
+        strata_session_destroy(child);
+        return status;
     }
     *out = child;
     return STRATA_OK;

@@ -516,6 +516,29 @@ void kv_block_read_value(const kv_pool *pool, kv_block_id block, int32_t slot, f
         kv_storage_load(storage, values + (size_t)slot * (size_t)width * kv_storage_bytes(storage), out, width);
 }
 
+bool kv_storage_rows_movable(kv_storage storage)
+{
+    return storage != KV_STORAGE_KIVI4 && storage != KV_STORAGE_KIVI2;
+}
+
+void kv_pool_move_slot(kv_pool *pool, kv_block_id from, int32_t from_slot, kv_block_id to, int32_t to_slot)
+{
+    kv_storage storage = kv_block_storage(pool, from);
+    assert(storage == kv_block_storage(pool, to) && kv_storage_rows_movable(storage));
+    if (from == to && from_slot == to_slot)
+        return;
+    /* Every movable type's key and value rows are rows of a quant/ tensor type. */
+    tensor_type type = kv_storage_key_tensor_type(storage);
+    uint64_t key_bytes = tensor_row_bytes(type, (uint64_t)pool->config.key_length);
+    uint64_t value_bytes = tensor_row_bytes(type, (uint64_t)pool->config.value_length);
+    memmove((unsigned char *)kv_block_keys(pool, to) + (uint64_t)to_slot * key_bytes,
+            (const unsigned char *)kv_block_keys_const(pool, from) + (uint64_t)from_slot * key_bytes, key_bytes);
+    memmove((unsigned char *)kv_block_values(pool, to) + (uint64_t)to_slot * value_bytes,
+            (const unsigned char *)kv_block_values_const(pool, from) + (uint64_t)from_slot * value_bytes, value_bytes);
+    kv_block_positions(pool, to)[to_slot] = kv_block_positions_const(pool, from)[from_slot];
+    kv_block_scores(pool, to)[to_slot] = kv_block_scores(pool, from)[from_slot];
+}
+
 void kv_block_write_slots(kv_pool *pool, kv_block_id block, const float *keys, const float *values, int32_t slots)
 {
     kv_storage storage = kv_block_storage(pool, block);

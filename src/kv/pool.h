@@ -133,6 +133,13 @@ const int32_t *kv_block_positions_const(const kv_pool *pool, kv_block_id block);
  * and head; the types may differ: rows are converted through f32, and a
  * packed `to` is encoded from those slots). */
 void kv_pool_copy_slots(kv_pool *pool, kv_block_id from, kv_block_id to, int32_t slots);
+/* Returns whether a storage type keeps every slot's key and value in rows
+ * of their own (all but kivi, whose keys share per-channel scales across
+ * the block): such slots move between blocks of the type as bytes. */
+bool kv_storage_rows_movable(kv_storage storage);
+/* Copies one slot (key and value rows, position, score) between two blocks of
+ * one movable storage type, as bytes; the slots may be in the same block. */
+void kv_pool_move_slot(kv_pool *pool, kv_block_id from, int32_t from_slot, kv_block_id to, int32_t to_slot);
 /* Reads slot's key row as f32 into out (key_length floats), any storage type. */
 void kv_block_read_key(const kv_pool *pool, kv_block_id block, int32_t slot, float *out);
 /* Reads slot's value row as f32 into out (value_length floats), any storage type. */

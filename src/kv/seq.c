@@ -433,35 +433,52 @@ strata_status kv_seq_keep(kv_seq *seq, int32_t layer, int32_t kv_head, const int
                            count, slots, layer, kv_head, needed, free_blocks, kv_pool_capacity(seq->pool));
 
     /* From here on nothing can fail. Destination block d only reads source
-     * slots keep[j] >= j >= d * block_tokens, which live in old blocks >= d:
-     * its slots are gathered (as f32 rows) before it is written, so writing
-     * destinations in increasing order never overwrites a slot still to be
-     * read. Rows of per-token types come back exactly as they were (decoding
-     * and encoding again is the identity); kivi keys, quantized per channel
-     * over a block, are quantized again over the block's new slots. */
+     * slots keep[j] >= j >= d * block_tokens, which live in old blocks >= d,
+     * and slot j is written after every source before it was read (moving
+     * forward in increasing order never overwrites a slot still to be read;
+     * an old block replaced by a copy is no longer a source). Slots whose
+     * sources all have the destination's type, a per-token one, move as
+     * bytes; otherwise the destination's slots are gathered as f32 rows and
+     * encoded whole: rows of per-token types come back exactly as they were
+     * (decoding and encoding again is the identity), and kivi keys, quantized
+     * per channel over a block, are quantized again over its new slots. */
     const kv_pool_config *config = kv_pool_configuration(seq->pool);
     for (int32_t d = first_written; d < new_blocks; d++) {
         int64_t begin = (int64_t)d * block_tokens;
         int64_t end = begin + block_tokens < count ? begin + block_tokens : count;
-        for (int64_t j = begin; j < end; j++) {
-            kv_block_id from = table->blocks[keep[j] / block_tokens];
-            int32_t from_slot = (int32_t)(keep[j] % block_tokens);
-            kv_block_read_key(seq->pool, from, from_slot, seq->staging_keys + (j - begin) * config->key_length);
-            kv_block_read_value(seq->pool, from, from_slot, seq->staging_values + (j - begin) * config->value_length);
-            seq->staging_positions[j - begin] = kv_block_positions_const(seq->pool, from)[from_slot];
-            seq->staging_scores[j - begin] = kv_block_scores(seq->pool, from)[from_slot];
-        }
         kv_block_id old = table->blocks[d], to = old;
         kv_storage storage = keep_storage(seq, table, d, new_blocks, count);
+        /* Slots of per-token types move as bytes when every source block has the destination's type. */
+        bool as_bytes = kv_storage_rows_movable(storage);
+        for (int64_t j = begin; j < end && as_bytes; j++)
+            as_bytes = kv_block_storage(seq->pool, table->blocks[keep[j] / block_tokens]) == storage;
         if (kv_pool_refcount(seq->pool, old) >= 2 || kv_block_storage(seq->pool, old) != storage) {
             strata_status status = kv_pool_alloc_typed(seq->pool, layer, kv_head, storage, &to, err);
             assert(status == STRATA_OK);
             (void)status;
         }
-        int32_t filled = (int32_t)(end - begin);
-        kv_block_write_slots(seq->pool, to, seq->staging_keys, seq->staging_values, filled);
-        memcpy(kv_block_positions(seq->pool, to), seq->staging_positions, (size_t)filled * sizeof(int32_t));
-        memcpy(kv_block_scores(seq->pool, to), seq->staging_scores, (size_t)filled * sizeof(float));
+        if (as_bytes) {
+            int64_t unmoved = (first_moved < end ? first_moved : end) - begin;
+            if (to != old && unmoved > 0)
+                kv_pool_copy_slots(seq->pool, old, to, (int32_t)unmoved);
+            for (int64_t j = first_moved > begin ? first_moved : begin; j < end; j++)
+                kv_pool_move_slot(seq->pool, table->blocks[keep[j] / block_tokens], (int32_t)(keep[j] % block_tokens),
+                                  to, (int32_t)(j % block_tokens));
+        } else {
+            for (int64_t j = begin; j < end; j++) {
+                kv_block_id from = table->blocks[keep[j] / block_tokens];
+                int32_t from_slot = (int32_t)(keep[j] % block_tokens);
+                kv_block_read_key(seq->pool, from, from_slot, seq->staging_keys + (j - begin) * config->key_length);
+                kv_block_read_value(seq->pool, from, from_slot,
+                                    seq->staging_values + (j - begin) * config->value_length);
+                seq->staging_positions[j - begin] = kv_block_positions_const(seq->pool, from)[from_slot];
+                seq->staging_scores[j - begin] = kv_block_scores(seq->pool, from)[from_slot];
+            }
+            int32_t filled = (int32_t)(end - begin);
+            kv_block_write_slots(seq->pool, to, seq->staging_keys, seq->staging_values, filled);
+            memcpy(kv_block_positions(seq->pool, to), seq->staging_positions, (size_t)filled * sizeof(int32_t));
+            memcpy(kv_block_scores(seq->pool, to), seq->staging_scores, (size_t)filled * sizeof(float));
+        }
         if (to != old) {
             kv_pool_release(seq->pool, old);
             table->blocks[d] = to;

@@ -445,6 +445,72 @@ static void streaming_reads_a_long_prompt_in_a_pool_too_small_for_it(void)
     strata_model_close(model);
 }
 
+/* One prefill, many policies: a compressed fork of a statistics-keeping
+ * full session holds the same slots and gives the same logits, after the
+ * prompt and after decode steps, as a session that read the prompt with the
+ * policy itself (prompts below one chunk, so chunk hooks see the same); the
+ * keeper is left unchanged. Done for every case. */
+static void compressed_forks_equal_sessions_that_read_the_prompt_themselves(void)
+{
+    strata_model *model = open_model();
+    if (model == NULL)
+        return;
+    int32_t tokens[PROMPT + DECODE];
+    random_tokens(tokens, PROMPT + DECODE, 8);
+    strata_error err = {0};
+    strata_session_options keeping = {.kv_statistics_window = 8};
+    strata_session *keeper = NULL;
+    CHECK_MESSAGE(strata_session_create(model, &keeping, &keeper, &err) == STRATA_OK, "%s", err.message);
+    if (keeper == NULL)
+        return;
+    CHECK(strata_session_append(keeper, tokens, PROMPT, false, &err) == STRATA_OK);
+    float keeper_logits[TINY_VOCAB];
+    memcpy(keeper_logits, strata_session_logits(keeper, 0), sizeof keeper_logits);
+    for (int p = 0; p < POLICIES; p++) {
+        /* The keeper kept the last 8 queries: every case observing a window observes 8. */
+        strata_session_options options = {.kv_policy = cases[p].name, .kv_budget_tokens = BUDGET,
+                                          .kv_policy_params = cases[p].params,
+                                          .kv_head_profile = profile_for(cases[p].name)};
+        strata_session *native = NULL, *forked = NULL;
+        CHECK_MESSAGE(strata_session_create(model, &options, &native, &err) == STRATA_OK, "%s: %s", cases[p].name,
+                      err.message);
+        CHECK_MESSAGE(strata_session_fork_compressed(keeper, &options, &forked, &err) == STRATA_OK, "%s: %s",
+                      cases[p].name, err.message);
+        if (native == NULL || forked == NULL)
+            return;
+        CHECK(strata_session_append(native, tokens, PROMPT, false, &err) == STRATA_OK);
+        int64_t native_slots[16], forked_slots[16];
+        strata_session_kv_slots(native, native_slots);
+        strata_session_kv_slots(forked, forked_slots);
+        CHECK_MESSAGE(memcmp(native_slots, forked_slots, 4 * sizeof native_slots[0]) == 0, "%s: slots differ",
+                      cases[p].name);
+        CHECK(strata_session_kv_bytes(native, NULL) == strata_session_kv_bytes(forked, NULL));
+        for (int i = 0; i < DECODE; i++) {
+            CHECK(strata_session_append(native, &tokens[PROMPT + i], 1, false, &err) == STRATA_OK);
+            CHECK(strata_session_append(forked, &tokens[PROMPT + i], 1, false, &err) == STRATA_OK);
+            CHECK_MESSAGE(memcmp(strata_session_logits(native, 0), strata_session_logits(forked, 0),
+                                 TINY_VOCAB * sizeof(float)) == 0,
+                          "%s: a compressed fork differs from a native run at step %d", cases[p].name, i);
+        }
+        strata_session_destroy(native);
+        strata_session_destroy(forked);
+    }
+    CHECK(strata_session_append(keeper, &tokens[PROMPT], 1, false, &err) == STRATA_OK); /* the keeper goes on */
+    strata_session *alone = open_session(model, "full", 0, NULL);
+    CHECK(strata_session_append(alone, tokens, PROMPT, false, &err) == STRATA_OK);
+    CHECK(strata_session_append(alone, &tokens[PROMPT], 1, false, &err) == STRATA_OK);
+    CHECK(memcmp(strata_session_logits(keeper, 0), strata_session_logits(alone, 0), TINY_VOCAB * sizeof(float)) == 0);
+    strata_session_destroy(alone);
+    /* A policy observing another window than the keeper kept is refused, naming both. */
+    strata_session_options other = {.kv_policy = "snapkv", .kv_budget_tokens = BUDGET};
+    strata_session *refused = NULL;
+    CHECK(strata_session_fork_compressed(keeper, &other, &refused, &err) == STRATA_E_INVALID_ARGUMENT);
+    CHECK_MESSAGE(strstr(err.message, "32") != NULL && strstr(err.message, "8") != NULL, "%s", err.message);
+    CHECK(refused == NULL);
+    strata_session_destroy(keeper);
+    strata_model_close(model);
+}
+
 /* Every registered policy (but the identity) has a line in cases. */
 static void every_policy_has_a_case(void)
 {
@@ -490,6 +556,7 @@ int main(void)
     RUN_CASE(quest_reads_fewer_blocks_and_keeps_the_full_cache);
     RUN_CASE(compressing_cached_prefix_blocks_leaves_their_other_holders_untouched);
     RUN_CASE(streaming_reads_a_long_prompt_in_a_pool_too_small_for_it);
+    RUN_CASE(compressed_forks_equal_sessions_that_read_the_prompt_themselves);
     RUN_CASE(every_policy_has_a_case);
     TEST_EXIT();
 }

@@ -23,7 +23,7 @@
  * values of other types than f32 (16-bit, packed low-bit) are converted to
  * f32 row by row as they are read, by each block's reader, into a buffer of
  * one row: no block is ever expanded in memory.
- * When slot mass (and its squares) is requested, each thread adds into its own copy, summed
+ * When slot mass (its squares, the mass of every token) is requested, each thread adds into its own copy, summed
  * into the caller's arrays at the end, so results do not depend on timing. */
 #include "compute/cpu/attention.h"
 
@@ -50,6 +50,7 @@ typedef struct attention_job {
     int64_t mass_offset;  /* where each thread's slot-mass copy starts in its scratch */
     int64_t mass_stride;  /* floats per KV head in that copy */
     int64_t squares_offset; /* where the squares copy starts, when asked for */
+    int64_t all_offset;     /* where the copy of every token's mass starts, when asked for */
     /* Decode: chunks per (token, KV head), and where the items' results lie
      * in thread 0's scratch (shared: each item writes only its own). */
     int64_t chunks;
@@ -164,7 +165,7 @@ static void decode_chunk(const attention_job *job, int64_t t, int64_t kv_head, i
             sum += e[i];
         }
         sums[h] = sum;
-        if (args->slot_mass != NULL && t >= args->mass_first_token)
+        if ((args->slot_mass != NULL && t >= args->mass_first_token) || args->slot_mass_all != NULL)
             memcpy(job->exponentials + (t * args->heads + kv_head * group + h) * job->exponential_stride + begin, e,
                    (size_t)count * sizeof(float));
     }
@@ -207,7 +208,8 @@ static void decode_merge(const attention_job *job)
                     job->context->vector->axpy(out, expf(partial[h] - highest) * inverse, partial + 2 * group + h * dv,
                                                dv);
             }
-            if (args->slot_mass == NULL || t < args->mass_first_token)
+            bool chosen = args->slot_mass != NULL && t >= args->mass_first_token;
+            if (!chosen && args->slot_mass_all == NULL)
                 continue;
             int64_t first, last;
             visible_range(args, &args->views[kv_head], args->positions[t], args->positions[t], &first, &last);
@@ -218,9 +220,12 @@ static void decode_merge(const attention_job *job)
                 int64_t end = begin + job->chunk_slots - 1 < last ? begin + job->chunk_slots - 1 : last;
                 for (int64_t i = begin; i <= end; i++) {
                     float p = e[i] * factor;
-                    args->slot_mass[kv_head][i] += p;
-                    if (args->slot_mass_squares != NULL)
+                    if (chosen)
+                        args->slot_mass[kv_head][i] += p;
+                    if (chosen && args->slot_mass_squares != NULL)
                         args->slot_mass_squares[kv_head][i] += p * p;
+                    if (args->slot_mass_all != NULL)
+                        args->slot_mass_all[kv_head][i] += p;
                 }
             }
         }
@@ -241,7 +246,7 @@ static void pack_slot_panel(const attention_job *job, const attention_kv_view *v
 }
 
 static void attention_token_block(const attention_job *job, int64_t kv_head, int64_t token_begin, int64_t token_end,
-                                  float *scratch, float *mass, float *squares)
+                                  float *scratch, float *mass, float *squares, float *all)
 {
     const attention_args *args = job->args;
     const vector_kernels *vector = job->context->vector;
@@ -300,6 +305,8 @@ static void attention_token_block(const attention_job *job, int64_t kv_head, int
                 mass[kv_head * job->mass_stride + first + j] += s[j];
             if (collect && squares != NULL)
                 squares[kv_head * job->mass_stride + first + j] += s[j] * s[j];
+            if (all != NULL)
+                all[kv_head * job->mass_stride + first + j] += s[j];
         }
     }
     /* output = P V: the panel holds PANEL_ROWS value dimensions of every slot. */
@@ -361,7 +368,7 @@ int64_t compute_attention_scratch_floats(int64_t heads, int64_t kv_heads, int64_
                                          int64_t block_tokens, int64_t max_slots)
 {
     (void)block_tokens;
-    return work_floats(heads, kv_heads, head_dim, value_dim, max_slots) + 2 * kv_heads * max_slots +
+    return work_floats(heads, kv_heads, head_dim, value_dim, max_slots) + 3 * kv_heads * max_slots +
            decode_shared_floats(heads, kv_heads, value_dim, max_slots);
 }
 
@@ -370,7 +377,11 @@ static void attention_task(void *argument, int thread_index, int thread_count)
     const attention_job *job = argument;
     const attention_args *args = job->args;
     float *scratch = job->context->scratch[thread_index];
-    float *mass = NULL, *squares = NULL;
+    float *mass = NULL, *squares = NULL, *all = NULL;
+    if (args->slot_mass_all != NULL && args->tokens >= ATTENTION_BLOCK_MIN_TOKENS) {
+        all = scratch + job->all_offset;
+        memset(all, 0, (size_t)(args->kv_heads * job->mass_stride) * sizeof(float));
+    }
     if (args->slot_mass != NULL && args->tokens >= ATTENTION_BLOCK_MIN_TOKENS) {
         mass = scratch + job->mass_offset;
         memset(mass, 0, (size_t)(args->kv_heads * job->mass_stride) * sizeof(float));
@@ -393,7 +404,7 @@ static void attention_task(void *argument, int thread_index, int thread_count)
         int64_t block = item / args->kv_heads, kv_head = item % args->kv_heads;
         int64_t begin = block * block_tokens;
         int64_t end = begin + block_tokens < args->tokens ? begin + block_tokens : args->tokens;
-        attention_token_block(job, kv_head, begin, end, scratch, mass, squares);
+        attention_token_block(job, kv_head, begin, end, scratch, mass, squares, all);
     }
 }
 
@@ -409,10 +420,11 @@ void compute_attention(compute_context *context, const attention_args *args)
         .mass_stride = max_slots,
     };
     job.squares_offset = job.mass_offset + args->kv_heads * max_slots;
+    job.all_offset = job.squares_offset + args->kv_heads * max_slots;
     if (args->tokens < ATTENTION_BLOCK_MIN_TOKENS) {
         job.chunks = chunks_for(max_slots);
         job.chunk_slots = chunk_slots_for(max_slots);
-        job.partials = context->scratch[0] + job.squares_offset + args->kv_heads * max_slots;
+        job.partials = context->scratch[0] + job.all_offset + args->kv_heads * max_slots;
         job.exponentials = job.partials + args->tokens * args->kv_heads * job.chunks * (args->heads / args->kv_heads) *
                                               (2 + args->value_dim);
         job.exponential_stride = max_slots;
@@ -422,16 +434,20 @@ void compute_attention(compute_context *context, const attention_args *args)
         decode_merge(&job);
         return;
     }
-    if (args->slot_mass == NULL)
+    if (args->slot_mass == NULL && args->slot_mass_all == NULL)
         return;
     for (int thread = 0; thread < context->thread_count; thread++) {
         const float *mass = context->scratch[thread] + job.mass_offset;
         const float *squares = context->scratch[thread] + job.squares_offset;
+        const float *all = context->scratch[thread] + job.all_offset;
         for (int64_t h = 0; h < args->kv_heads; h++)
             for (int64_t i = 0; i < args->views[h].slot_count; i++) {
-                args->slot_mass[h][i] += mass[h * job.mass_stride + i];
-                if (args->slot_mass_squares != NULL)
+                if (args->slot_mass != NULL)
+                    args->slot_mass[h][i] += mass[h * job.mass_stride + i];
+                if (args->slot_mass != NULL && args->slot_mass_squares != NULL)
                     args->slot_mass_squares[h][i] += squares[h * job.mass_stride + i];
+                if (args->slot_mass_all != NULL)
+                    args->slot_mass_all[h][i] += all[h * job.mass_stride + i];
             }
     }
 }

@@ -65,6 +65,8 @@ typedef struct attention_args {
     int64_t mass_first_token;
     /* Optional, with slot_mass: the squares of those probabilities, added alike. */
     float *const *slot_mass_squares;
+    /* Optional, alone or with slot_mass: like slot_mass, for every token (from the first). */
+    float *const *slot_mass_all;
 } attention_args;
 
 /* Computes softmax(q . k * scale) . v for every (token, head), spread over the threads. */
