@@ -7,7 +7,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
-packages="gcc make cmake ninja-build pkg-config libpcre2-dev python3 python3-pip"
+packages="gcc make cmake ninja-build pkg-config libpcre2-dev libjansson-dev python3 python3-pip"
 missing=""
 for package in $packages; do
     dpkg -s "$package" >/dev/null 2>&1 || missing="$missing $package"
@@ -31,6 +31,7 @@ if [ -n "$python_missing" ]; then
 fi
 
 "$here/fetch-model.sh" >/dev/null
+"$here/fetch-prose.sh" >/dev/null
 if [ -x "$here/fetch-vocabs.sh" ]; then
     "$here/fetch-vocabs.sh" >/dev/null
 fi

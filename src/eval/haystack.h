@@ -23,7 +23,8 @@
 #include "strata.h"
 
 /* Counts the tokens of text[0..length) (the runner passes the model's
- * tokenizer, tests a word counter); a negative count reports a failure. */
+ * tokenizer, tests a word counter); a negative count reports a failure.
+ * Best without a start token: sentences are counted one by one and summed. */
 typedef int64_t (*eval_token_counter)(void *context, const char *text, size_t length);
 
 typedef enum eval_haystack_kind {

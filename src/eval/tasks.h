@@ -10,9 +10,10 @@
  * Everything follows from the spec: the same spec, haystack file and token
  * counter give a byte-identical sample on every platform. The generator sizes
  * the haystack so that context + queries[0] counts at most target_tokens and
- * misses it by less than about one filler sentence (one list item for
- * common_words). depth (0..1) places the first queried needle: the share of
- * the filler's tokens before it; other needles go to seed-chosen depths.
+ * misses it by less than about one filler sentence (for common_words, the
+ * copies of one rarer word). depth (0..1) places the first queried needle:
+ * the share of the filler's tokens before it; other needles go to
+ * seed-chosen depths.
  * docs/eval-tasks.md lists each task's wording and scoring. */
 #ifndef STRATA_EVAL_TASKS_H
 #define STRATA_EVAL_TASKS_H
@@ -66,9 +67,10 @@ typedef struct eval_sample {
     int32_t query_count;
     eval_query *queries;
     int32_t needle_count;
-    int64_t *needle_offsets; /* byte offset in context of each needle, in the order of insertion:
-                                the first queried needle first (common_words: first occurrence
-                                of each common word) */
+    int64_t *needle_offsets; /* byte offset in context of each needle, needle by needle (not in
+                                text order): the first queried needle first, then the kind's
+                                others (variable_tracking: chain by chain, link by link;
+                                common_words: each answer word's first occurrence) */
     int64_t prompt_tokens;   /* context + queries[0] by the counter */
     int64_t filler_sentences; /* haystack sentences used (common_words: list items) */
 } eval_sample;

@@ -19,5 +19,7 @@ int command_bench(int argc, char **argv);
 int command_logits(int argc, char **argv);
 /* strata calibrate -m FILE [-o PROFILE]: writes the head profile the duo KV policy reads. */
 int command_calibrate(int argc, char **argv);
+/* strata eval --out RESULTS.jsonl ...: scores KV policies on long-context tasks and against the full cache. */
+int command_eval(int argc, char **argv);
 
 #endif

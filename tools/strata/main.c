@@ -18,6 +18,7 @@ static const command commands[] = {
     {"tokenize", command_tokenize, "print the token ids of a text"},
     {"inspect", command_inspect, "print a GGUF file's metadata and tensors"},
     {"logits", command_logits, "write the teacher-forced logits of a token sequence as .npy"},
+    {"eval", command_eval, "score KV policies x budgets on long-context tasks and against the full cache"},
     {"calibrate", command_calibrate, "score each (layer, KV head) for retrieval: the head profile of --kv-policy duo"},
 };
 
