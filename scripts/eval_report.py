@@ -305,9 +305,23 @@ class Style:
             self.marker[policy] = MARKERS[i % len(MARKERS)]
 
 
-def _mib_axis(ax, ticker):
+def log_ticks(low: float, high: float) -> list[float]:
+    """Round values between low and high for a log axis: 1-2-5 per decade,
+    denser where the range is narrow, 3 at least where there is room."""
+    for steps in ((1, 2, 5), (1, 1.5, 2, 3, 5, 7), (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9)):
+        ticks = []
+        for exponent in range(math.floor(math.log10(low)) - 1, math.ceil(math.log10(high)) + 1):
+            ticks += [float(f"{step * 10.0 ** exponent:.6g}") for step in steps]
+        ticks = [t for t in ticks if low <= t <= high]
+        if len(ticks) >= 4:
+            return ticks
+    return ticks
+
+
+def _mib_axis(ax, ticker, low: float, high: float):
     ax.set_xscale("log")
-    ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.set_xlim(low, high)
+    ax.xaxis.set_major_locator(ticker.FixedLocator(log_ticks(low, high)))
     ax.xaxis.set_minor_locator(ticker.LogLocator(base=10, subs=tuple(range(1, 10))))
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(ticker.NullFormatter())
@@ -339,6 +353,10 @@ def plot_score_vs_kv(results: Results, out: Path, title: str, plt, ticker, style
         rows, cols = _grid(len(panels))
         fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.7 * rows), squeeze=False)
         legend = {}
+        sizes = [_mib(_number(r.get("kv_bytes_prefill"))) for _, records, _, _, _ in panels for r in records]
+        sizes = [x for x in sizes if x is not None and x > 0]
+        # One x range for every panel of the figure, a little wider than the data.
+        low, high = (min(sizes) / 1.15, max(sizes) * 1.15) if sizes else (0.1, 10.0)
         for ax, (name, records, value_of, ylabel, kind) in zip(axes.flat, panels):
             plotted = False
             full_value = None
@@ -375,11 +393,12 @@ def plot_score_vs_kv(results: Results, out: Path, title: str, plt, ticker, style
                 plotted = True
             if not plotted:
                 ax.text(0.5, 0.5, "no KV sizes recorded", ha="center", va="center", transform=ax.transAxes)
-            _mib_axis(ax, ticker)
+            _mib_axis(ax, ticker, low, high)
             if kind == "score":
                 ax.set_ylim(-0.04, 1.04)
             else:
-                ax.set_ylim(bottom=0)
+                top = ax.get_ylim()[1]
+                ax.set_ylim(-0.03 * top, top)  # the full cache's KL of 0 shows whole
             full_note = ""
             if kind == "score" and name in results.units and full_value is not None and full_value < FAIL_THRESHOLD:
                 full_note = "\n(full cache < 0.5: the model fails here)"
@@ -441,9 +460,9 @@ def plot_heatmaps(results: Results, out: Path, title: str, plt) -> list[Path]:
             continue
         panels = ([] if policy == "full" or not has_full else ["full"]) + variants
         rows, cols = _grid(len(panels), 4)
-        cell_h = 0.36 * len(depths) + 1.3
-        fig, axes = plt.subplots(rows, cols, figsize=(1.0 * len(lengths) + 2.2, cell_h)
-                                 if len(panels) == 1 else (cols * (0.95 * len(lengths) + 1.5), rows * cell_h),
+        panel_w = max(3.0, 0.95 * len(lengths) + 1.5)
+        panel_h = max(2.4, 0.36 * len(depths) + 1.3)
+        fig, axes = plt.subplots(rows, cols, figsize=(max(6.5, cols * panel_w + 1.0), rows * panel_h + 0.5),
                                  squeeze=False)
         image = None
         for ax, variant in zip(axes.flat, panels):
@@ -459,12 +478,12 @@ def plot_heatmaps(results: Results, out: Path, title: str, plt) -> list[Path]:
             ax.set_xticks(range(len(lengths)), [str(length) for length in lengths], fontsize=8)
             ax.set_yticks(range(len(depths)), [f"{d:g}" for d in depths], fontsize=8)
             ax.set_xlabel("context length (tokens)", fontsize=9)
-            ax.set_ylabel("needle depth", fontsize=9)
+            ax.set_ylabel("needle depth (0 = start)", fontsize=9)
             reference = " (reference)" if variant == "full" and policy != "full" else ""
             ax.set_title(f"{variant}{reference}", fontsize=10)
         for ax in list(axes.flat)[len(panels):]:
             ax.set_visible(False)
-        fig.suptitle(f"{title}: needle score ({', '.join(tasks)}), {policy}", fontsize=11)
+        fig.suptitle(f"{title}: needle score of {policy}\nmean over {', '.join(tasks)}", fontsize=11)
         fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.9, label="mean score", pad=0.02)
         path = out / f"niah_heatmap_{safe_name(policy)}.png"
         fig.savefig(path, dpi=110)
@@ -473,55 +492,87 @@ def plot_heatmaps(results: Results, out: Path, title: str, plt) -> list[Path]:
     return written
 
 
+def _shade(color, rank: int, count: int):
+    """The policy's color, lighter for smaller budgets."""
+    r, g, b = color[:3]
+    mix = 0.0 if count <= 1 else 0.55 * (1 - rank / (count - 1))
+    return (r + (1 - r) * mix, g + (1 - g) * mix, b + (1 - b) * mix)
+
+
+def _key(results, multi, policy, style, budgets, linestyles):
+    """Legend handles of one column of multiturn.png."""
+    from matplotlib.lines import Line2D
+    handles, labels = [], []
+    if any(r["variant"] == "full" for r in multi):
+        handles.append(Line2D([], [], color=FULL_COLOR, marker="*", markersize=10, linewidth=2.0, alpha=0.75))
+        labels.append("full")
+    if policy != "full":
+        for rank, budget in enumerate(budgets):
+            variant = next(v for v in results.variants if results.variant_info[v] == (policy, budget))
+            handles.append(Line2D([], [], color=_shade(style.color[policy], rank, len(budgets)),
+                                  marker=style.marker[policy], markersize=5, linewidth=1.8,
+                                  linestyle=linestyles[rank % len(linestyles)]))
+            labels.append(variant)
+    return handles, labels
+
+
 def plot_multiturn(results: Results, out: Path, title: str, plt, style: Style) -> list[Path]:
-    multi = [r for r in results.tasks if len(r["turn_scores"]) > 1 or r["task"] == "multiturn"]
-    multi = [r for r in multi if r["turn_scores"]]
+    multi = [r for r in results.tasks if (len(r["turn_scores"]) > 1 or r["task"] == "multiturn")
+             and r["turn_scores"]]
     if not multi:
         print("eval_report: no multi-turn records: multiturn.png skipped")
         return []
-    panels = sorted({(results.unit(r), r["length"]) for r in multi})
-    rows, cols = _grid(len(panels), 3)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.8 * cols, 3.7 * rows), squeeze=False)
-    budgets_of = defaultdict(set)
-    for r in multi:
-        budgets_of[r["policy"]].add(r["budget"])
-    linestyles = ["-", "--", ":", "-."]
-    legend = {}
-    for ax, (unit, length) in zip(axes.flat, panels):
+    # Small multiples: a row per (task, length), a column per policy, each
+    # panel that policy's budgets (darker: larger) beside the full cache.
+    rows = sorted({(results.unit(r), r["length"]) for r in multi})
+    policies = [p for p in results.policies if p != "full" and any(r["policy"] == p for r in multi)] or ["full"]
+    fig, axes = plt.subplots(len(rows), len(policies), figsize=(3.3 * len(policies) + 0.4, 2.7 * len(rows) + 0.6),
+                             squeeze=False, sharey=True)
+    linestyles = ["-", "--", "-.", ":"]
+    budgets_of = {p: sorted({r["budget"] for r in multi if r["policy"] == p}) for p in policies}
+    for i, (unit, length) in enumerate(rows):
         records = [r for r in multi if results.unit(r) == unit and r["length"] == length]
         turns = max(len(r["turn_scores"]) for r in records)
-        for variant in results.variants:
-            chosen = [r for r in records if r["variant"] == variant]
-            if not chosen:
-                continue
-            policy, budget = results.variant_info[variant]
-            xs, ys = [], []
-            for t in range(turns):
-                values = [r["turn_scores"][t] for r in chosen if len(r["turn_scores"]) > t]
-                if values:
-                    xs.append(t + 1)
-                    ys.append(sum(values) / len(values))
-            rank = sorted(budgets_of[policy]).index(budget)
-            if policy == "full":
-                kwargs = dict(color=FULL_COLOR, marker="*", markersize=11, linewidth=2.2, linestyle="-", zorder=5)
-            else:
-                kwargs = dict(color=style.color[policy], marker=style.marker[policy], markersize=5,
-                              linewidth=1.4, linestyle=linestyles[rank % len(linestyles)], alpha=0.85)
-            handle = ax.plot(xs, ys, **kwargs)[0]
-            legend.setdefault(variant, handle)
-        ax.set_xticks(range(1, turns + 1))
-        ax.set_xlim(0.7, turns + 0.3)
-        ax.set_ylim(-0.04, 1.04)
-        ax.set_xlabel("turn")
-        ax.set_ylabel("mean score")
         n = len({(r.get("haystack"), r.get("depth"), r.get("sample"), r.get("seed")) for r in records})
-        ax.set_title(f"{unit}, context {length}  (n={n})", fontsize=10)
-        ax.grid(True, alpha=0.3)
-    for ax in list(axes.flat)[len(panels):]:
-        ax.set_visible(False)
-    fig.suptitle(f"{title}: score per turn (line style: budget, smallest solid)", fontsize=12)
-    variants = [v for v in results.variants if v in legend]
-    fig.legend([legend[v] for v in variants], variants, loc="outside right center", fontsize=8, frameon=False)
+        for j, policy in enumerate(policies):
+            ax = axes[i, j]
+            variants = [v for v in results.variants if results.variant_info[v][0] in (policy, "full")
+                        and any(r["variant"] == v for r in records)]
+            budgets = budgets_of[policy]
+            for variant in variants:
+                chosen = [r for r in records if r["variant"] == variant]
+                xs, ys = [], []
+                for t in range(turns):
+                    values = [r["turn_scores"][t] for r in chosen if len(r["turn_scores"]) > t]
+                    if values:
+                        xs.append(t + 1)
+                        ys.append(sum(values) / len(values))
+                if variant == "full":
+                    kwargs = dict(color=FULL_COLOR, marker="*", markersize=10, linewidth=2.0, alpha=0.75,
+                                  zorder=2, label="full")
+                else:
+                    rank = budgets.index(results.variant_info[variant][1])
+                    kwargs = dict(color=_shade(style.color[policy], rank, len(budgets)), marker=style.marker[policy],
+                                  markersize=5, linewidth=1.8, linestyle=linestyles[rank % len(linestyles)],
+                                  zorder=3, label=variant)
+                ax.plot(xs, ys, **kwargs)
+            if not variants:
+                ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes, color="grey")
+            ax.set_xticks(range(1, turns + 1))
+            ax.set_xlim(0.7, turns + 0.3)
+            ax.set_ylim(-0.04, 1.04)
+            ax.grid(True, alpha=0.3)
+            if i == len(rows) - 1:
+                ax.set_xlabel("turn")
+            if j == 0:
+                ax.set_ylabel(f"{unit}, {length}\n(n={n})\nmean score", fontsize=9)
+            if i == 0:
+                # The column's key above it, where it hides no line: the
+                # budgets' styles are the same in every row.
+                ax.legend(*_key(results, multi, policy, style, budgets_of[policy], linestyles), title=policy,
+                          title_fontproperties={"size": 10, "weight": "bold"}, fontsize=7, ncol=2,
+                          loc="lower center", bbox_to_anchor=(0.5, 1.02), frameon=False)
+    fig.suptitle(f"{title}: mean score per turn", fontsize=12)
     path = out / "multiturn.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)

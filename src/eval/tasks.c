@@ -284,8 +284,10 @@ static strata_status set_string(char **slot, char *text, strata_error *err)
     return STRATA_OK;
 }
 
+/* The intro avoids the words "pass key is": a base model completing the cue
+ * "The pass key is" would copy the intro's continuation instead of the key. */
 static const char passkey_intro[] =
-    "A pass key is hidden somewhere in the text below. Find it and remember it: "
+    "Somewhere in the text below there is a secret pass key. Find it and remember it: "
     "you will be asked for it at the end.\n\n";
 static const char numbers_intro[] =
     "Some secret numbers are hidden in the text below. Memorize them: "
