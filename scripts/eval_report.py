@@ -214,8 +214,8 @@ def write_summary(results: Results, out: Path, title: str, source: Path) -> list
     md = [f"# {title}", "",
           f"From `{source.name}`: {len(results.tasks)} task and {len(results.fidelity)} fidelity records "
           "(the last record of each key). Scores are means over samples (and depths and haystacks), "
-          "with the sample count in parentheses; KL and top-1 compare each variant's next-token "
-          "distribution with the full cache's; KV MiB and seconds are means over the task records "
+          "with the number of records (samples x depths x haystacks) in parentheses; KL and top-1 "
+          "compare each variant's next-token distribution with the full cache's; KV MiB and seconds are means over the task records "
           "(over the fidelity records for a variant without task records).", ""]
     csv_rows = []
     unit_columns = [f"{u} (n)" for u in results.units]
@@ -350,13 +350,16 @@ def plot_score_vs_kv(results: Results, out: Path, title: str, plt, ticker, style
         if not panels:
             print(f"eval_report: no task or fidelity scores at length {length}: score_vs_kv_{length}.png skipped")
             continue
+        sizes = [_mib(_number(r.get("kv_bytes_prefill"))) for _, records, _, _, _ in panels for r in records]
+        sizes = [x for x in sizes if x is not None and x > 0]
+        if not sizes:
+            print(f"eval_report: no KV sizes (kv_bytes_prefill) at length {length}: score_vs_kv_{length}.png skipped")
+            continue
+        # One x range for every panel of the figure, a little wider than the data.
+        low, high = min(sizes) / 1.15, max(sizes) * 1.15
         rows, cols = _grid(len(panels))
         fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.7 * rows), squeeze=False)
         legend = {}
-        sizes = [_mib(_number(r.get("kv_bytes_prefill"))) for _, records, _, _, _ in panels for r in records]
-        sizes = [x for x in sizes if x is not None and x > 0]
-        # One x range for every panel of the figure, a little wider than the data.
-        low, high = (min(sizes) / 1.15, max(sizes) * 1.15) if sizes else (0.1, 10.0)
         for ax, (name, records, value_of, ylabel, kind) in zip(axes.flat, panels):
             plotted = False
             full_value = None
@@ -414,8 +417,9 @@ def plot_score_vs_kv(results: Results, out: Path, title: str, plt, ticker, style
             ax.set_visible(False)
         handles = [legend[p] for p in results.policies if p in legend]
         fig.suptitle(f"{title}: score vs KV memory, context {length} tokens", fontsize=12)
-        fig.legend([h for h, _ in handles], [l for _, l in handles], loc="outside lower center",
-                   ncol=min(len(handles), 4), fontsize=9, frameon=False)
+        if handles:
+            fig.legend([h for h, _ in handles], [label for _, label in handles], loc="outside lower center",
+                       ncol=min(len(handles), 4), fontsize=9, frameon=False)
         path = out / f"score_vs_kv_{length}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
@@ -613,11 +617,10 @@ def main(argv=None) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     style = Style(results.policies, plt)
-    written = []
+    written = write_summary(results, args.out, args.title, args.results)  # the tables first
     written += plot_score_vs_kv(results, args.out, args.title, plt, ticker, style)
     written += plot_heatmaps(results, args.out, args.title, plt)
     written += plot_multiturn(results, args.out, args.title, plt, style)
-    written += write_summary(results, args.out, args.title, args.results)
     print(f"eval_report: {len(results.tasks)} task and {len(results.fidelity)} fidelity records "
           f"({lines - skipped - len(records)} superseded, {skipped} skipped), "
           f"{len(results.variants)} variants, lengths {', '.join(map(str, results.lengths))}")

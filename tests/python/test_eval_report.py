@@ -214,3 +214,16 @@ def test_fidelity_alone_skips_the_task_figures_with_a_note(tmp_path):
     assert (out / "score_vs_kv_4096.png").read_bytes()[:8] == PNG_MAGIC
     assert not list(out.glob("niah_heatmap_*.png")) and not (out / "multiturn.png").exists()
     assert "0.4000" in (out / "summary.md").read_text(encoding="utf-8")
+
+
+def test_sparse_records_give_the_tables_and_skip_what_cannot_be_drawn(tmp_path):
+    # One task record, no depth, no KV sizes, no timing: nothing to draw, but a table.
+    record = {"kind": "task", "task": "qa", "length": 4096, "sample": 0, "seed": 1, "policy": "full", "budget": 0,
+              "variant": "full", "turn_scores": [0.0], "score": 0.0}
+    out = tmp_path / "out"
+    result = report(write_jsonl(tmp_path / "one.jsonl", [record]), out)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["summary.csv", "summary.md"]
+    assert "score_vs_kv_4096.png skipped" in result.stdout
+    summary = (out / "summary.md").read_text(encoding="utf-8")
+    assert "| `full` | 0.000 (1) |" in summary and "the model fails here even with the full cache" in summary
