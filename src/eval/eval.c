@@ -368,14 +368,25 @@ static strata_status run_task_variant(eval_run_state *state, const eval_sample *
     char *text = malloc(EVAL_ANSWER_BYTES);
     if (text == NULL)
         status = strata_fail(err, STRATA_E_OUT_OF_MEMORY, "cannot allocate an answer buffer");
+    /* Multi-request: each question in its own session, a fork of the compressed context. */
+    bool requests = sample->spec.kind == EVAL_TASK_MULTIREQUEST;
+    uint64_t bytes_decode = 0;
     for (int32_t q = 0; q < sample->query_count && status == STRATA_OK; q++) {
         start = now_seconds();
-        if (q > 0)
-            status = append_text(session, state->model, sample->queries[q].text, false, err);
+        strata_session *asking = session;
+        if (requests)
+            status = strata_session_fork(session, &asking, err);
+        if (status == STRATA_OK && (q > 0 || requests))
+            status = append_text(asking, state->model, sample->queries[q].text, false, err);
         if (status == STRATA_OK)
-            status = greedy_answer(session, state->model, o->max_answer_tokens, text, EVAL_ANSWER_BYTES, &generated,
+            status = greedy_answer(asking, state->model, o->max_answer_tokens, text, EVAL_ANSWER_BYTES, &generated,
                                    err);
         decode_s += now_seconds() - start;
+        if (requests && asking != NULL) { /* the largest of the requests' sessions */
+            uint64_t bytes = strata_session_kv_bytes(asking, NULL);
+            bytes_decode = bytes > bytes_decode ? bytes : bytes_decode;
+            strata_session_destroy(asking);
+        }
         if (status != STRATA_OK)
             break;
         double score = eval_sample_score(sample, q, text);
@@ -387,7 +398,8 @@ static strata_status run_task_variant(eval_run_state *state, const eval_sample *
             json_array_append_new(expected, json_string_nocheck(sample->queries[q].answers[a]));
         json_array_append_new(answers, expected);
     }
-    uint64_t bytes_decode = strata_session_kv_bytes(session, NULL);
+    if (!requests)
+        bytes_decode = strata_session_kv_bytes(session, NULL);
     strata_session_destroy(session);
     free(text);
     if (status != STRATA_OK) {
@@ -459,8 +471,10 @@ static strata_status run_sample(eval_run_state *state, const eval_haystack *hays
     strata_status status = eval_task_generate(&spec, haystack, count_tokens, state->model, &sample, err);
     if (status != STRATA_OK)
         return strata_error_prefix(err, "%s sample %d at %" PRId64 " tokens: ", task, index, length);
-    /* The prompt: context and first query; room for every later query and answer. */
-    size_t prompt_length = sample.context_length + strlen(sample.queries[0].text);
+    /* The prompt: context and first query (multi-request: the context alone, each request asks its own);
+     * room for every later query and answer. */
+    bool requests = kind == EVAL_TASK_MULTIREQUEST;
+    size_t prompt_length = sample.context_length + (requests ? 0 : strlen(sample.queries[0].text));
     char *prompt = malloc(prompt_length + 1);
     int32_t *tokens = NULL;
     size_t count = 0;
@@ -468,12 +482,12 @@ static strata_status run_sample(eval_run_state *state, const eval_haystack *hays
         status = strata_fail(err, STRATA_E_OUT_OF_MEMORY, "cannot allocate a prompt of %zu bytes", prompt_length);
     if (status == STRATA_OK) {
         memcpy(prompt, sample.context, sample.context_length);
-        strcpy(prompt + sample.context_length, sample.queries[0].text);
+        strcpy(prompt + sample.context_length, requests ? "" : sample.queries[0].text);
         status = strata_tokenize(state->model, prompt, prompt_length, true, false, &tokens, &count, err);
     }
     free(prompt);
     int64_t context = (int64_t)count + (int64_t)sample.query_count * (o->max_answer_tokens + 1) + 16;
-    for (int32_t q = 1; q < sample.query_count; q++)
+    for (int32_t q = requests ? 0 : 1; q < sample.query_count; q++)
         context += count_tokens(state->model, sample.queries[q].text, strlen(sample.queries[q].text));
     strata_session *keeper = NULL;
     strata_session_options keeping = {.context_length = (int32_t)context, .kv_statistics_window = o->observation};

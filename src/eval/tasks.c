@@ -551,6 +551,10 @@ static const task_ops task_table[EVAL_TASK_KIND_COUNT] = {
     [EVAL_TASK_MULTITURN] = {"multiturn",
                              "several keys with a number each; one key asked per turn on the same context", 1, 64,
                              4, true, 0, plan_multiturn},
+    [EVAL_TASK_MULTIREQUEST] = {"multirequest",
+                                "multiturn's keys; one request per key, each its own session on the shared "
+                                "compressed context",
+                                1, 64, 4, true, 0, plan_multiturn},
 };
 
 const char *eval_task_kind_name(eval_task_kind kind)
@@ -566,7 +570,7 @@ const char *eval_task_kind_summary(eval_task_kind kind)
 const char *eval_task_kind_names(void)
 {
     return "passkey, niah_single, niah_multikey, niah_multivalue, niah_multiquery, variable_tracking, "
-           "common_words, multiturn";
+           "common_words, multiturn, multirequest";
 }
 
 strata_status eval_task_kind_find(const char *name, eval_task_kind *out, strata_error *err)

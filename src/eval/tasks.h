@@ -34,6 +34,8 @@ typedef enum eval_task_kind {
     EVAL_TASK_VARIABLE_TRACKING, /* chains of assignments; which variables hold a value */
     EVAL_TASK_COMMON_WORDS,     /* a word list; which words are the most frequent */
     EVAL_TASK_MULTITURN,        /* several keys; one question per turn */
+    EVAL_TASK_MULTIREQUEST,     /* multiturn's sample; the runner asks each question in its own session
+                                   sharing the compressed context (SCBench's multi-request) */
     EVAL_TASK_KIND_COUNT,
 } eval_task_kind;
 

@@ -1,6 +1,7 @@
 /* tests/eval/test_eval_run.c: a tiny end-to-end run of the evaluation
- * harness on a tiny random-weight model: two tasks (one multi-turn), a
- * fidelity sample on real prose, four variants. The results file holds one
+ * harness on a tiny random-weight model: three tasks (one multi-turn), a
+ * fidelity sample on real prose, four variants; the multi-turn sample also
+ * asked as separate requests on the shared compressed context. The results file holds one
  * well-formed record per sample and variant, with the fields the report
  * reads; the full cache's fidelity against itself is exact (KL 0, top-1
  * agreement 1); every multi-turn record scores each turn; the summary CSV
@@ -20,7 +21,7 @@
 #include "model/tiny_model.h"
 #include "test_util.h"
 
-enum { SAMPLES = 2, VARIANTS = 4, RECORDS = (2 * SAMPLES + 1) * VARIANTS };
+enum { SAMPLES = 2, VARIANTS = 4, RECORDS = (3 * SAMPLES + 1) * VARIANTS };
 
 static strata_model *open_model(void)
 {
@@ -37,7 +38,7 @@ static strata_model *open_model(void)
 static void options_for(eval_options *o, const char *out)
 {
     eval_options_default(o);
-    o->tasks = "passkey,multiturn";
+    o->tasks = "passkey,multiturn,multirequest";
     o->lengths[0] = 1000; /* the tiny vocabulary spells most text byte by byte */
     o->samples = SAMPLES;
     o->policies = "full,h2o,snapkv,q8";
@@ -79,7 +80,7 @@ static int check_records(const char *path, int *full_fidelity, int *multiturn)
             (*full_fidelity)++;
         }
         const char *task = json_string_value(json_object_get(record, "task"));
-        if (task != NULL && strcmp(task, "multiturn") == 0) {
+        if (task != NULL && (strcmp(task, "multiturn") == 0 || strcmp(task, "multirequest") == 0)) {
             json_t *turns = json_object_get(record, "turn_scores");
             CHECK(json_array_size(turns) > 1 && json_array_size(turns) == json_array_size(json_object_get(record, "outputs")));
             (*multiturn)++;
@@ -122,9 +123,9 @@ static void a_tiny_run_writes_every_record_and_resumes(void)
     int full_fidelity = 0, multiturn = 0;
     CHECK_MESSAGE(check_records(out, &full_fidelity, &multiturn) == RECORDS, "%d records, want %d",
                   check_records(out, &full_fidelity, &multiturn), RECORDS);
-    CHECK(full_fidelity == 1 && multiturn == SAMPLES * VARIANTS);
+    CHECK(full_fidelity == 1 && multiturn == 2 * SAMPLES * VARIANTS);
     /* The summary: a header and one row per (kind, task, haystack, length, variant). */
-    CHECK_MESSAGE(count_lines(csv) == 1 + 3 * VARIANTS, "%d CSV lines", count_lines(csv));
+    CHECK_MESSAGE(count_lines(csv) == 1 + 4 * VARIANTS, "%d CSV lines", count_lines(csv));
 
     /* A rerun finds every record and computes nothing. */
     CHECK(eval_run(model, &o, &err) == STRATA_OK);

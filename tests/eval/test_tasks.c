@@ -93,6 +93,7 @@ static const char *const needle_openings[EVAL_TASK_KIND_COUNT] = {
     [EVAL_TASK_VARIABLE_TRACKING] = "VAR ",
     [EVAL_TASK_COMMON_WORDS] = NULL,
     [EVAL_TASK_MULTITURN] = "The secret number for ",
+    [EVAL_TASK_MULTIREQUEST] = "The secret number for ",
 };
 
 /* The checks every sample passes, whatever its kind. */
