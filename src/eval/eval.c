@@ -349,6 +349,35 @@ static void record_key(char *key, size_t size, const char *kind, const char *tas
     snprintf(key, size, "%s|%s|%s|%" PRId64 "|%.4g|%d|%s", kind, task, haystack, length, depth, sample, variant);
 }
 
+/* A record's identity: what was measured, on which variant. */
+static json_t *record_start(const char *key, const char *kind, const char *task, const char *haystack, int64_t length,
+                            int sample, const eval_variant *variant)
+{
+    json_t *record = json_object();
+    json_object_set_new(record, "key", json_string_nocheck(key));
+    json_object_set_new(record, "kind", json_string(kind));
+    json_object_set_new(record, "task", json_string(task));
+    json_object_set_new(record, "haystack", json_string(haystack));
+    json_object_set_new(record, "length", json_integer(length));
+    json_object_set_new(record, "sample", json_integer(sample));
+    json_object_set_new(record, "policy", json_string(variant->policy));
+    json_object_set_new(record, "budget", json_integer(variant->budget));
+    json_object_set_new(record, "variant", json_string(variant->name));
+    return record;
+}
+
+/* A record's cost columns: KV bytes after the prompt and after decoding, and the times. */
+static void record_costs(json_t *record, uint64_t bytes_prefill, uint64_t bytes_decode, double shared_prefill_s,
+                         double compress_s, double decode_s)
+{
+    json_object_set_new(record, "kv_bytes_prefill", json_integer((json_int_t)bytes_prefill));
+    json_object_set_new(record, "kv_bytes_decode", json_integer((json_int_t)bytes_decode));
+    json_object_set_new(record, "shared_prefill_s", json_real(shared_prefill_s));
+    json_object_set_new(record, "compress_s", json_real(compress_s));
+    json_object_set_new(record, "prefill_s", json_real(shared_prefill_s + compress_s));
+    json_object_set_new(record, "decode_s", json_real(decode_s));
+}
+
 /* Runs one variant on a prefilled sample and writes its record. */
 static strata_status run_task_variant(eval_run_state *state, const eval_sample *sample, const char *key,
                                       const eval_variant *variant, const strata_session *keeper,
@@ -408,29 +437,16 @@ static strata_status run_task_variant(eval_run_state *state, const eval_sample *
         json_decref(answers);
         return strata_error_prefix(err, "%s: ", variant->name);
     }
-    json_t *record = json_object();
-    json_object_set_new(record, "key", json_string_nocheck(key));
-    json_object_set_new(record, "kind", json_string("task"));
-    json_object_set_new(record, "task", json_string(eval_task_kind_name(sample->spec.kind)));
-    json_object_set_new(record, "haystack", json_string(eval_haystack_kind_name(sample->haystack)));
-    json_object_set_new(record, "length", json_integer(sample->spec.target_tokens));
+    json_t *record = record_start(key, "task", eval_task_kind_name(sample->spec.kind),
+                                  eval_haystack_kind_name(sample->haystack), sample->spec.target_tokens, index, variant);
     json_object_set_new(record, "context_tokens", json_integer(context_tokens));
     json_object_set_new(record, "depth", json_real(sample->spec.depth));
-    json_object_set_new(record, "sample", json_integer(index));
     json_object_set_new(record, "seed", json_integer((json_int_t)(state->options->seed & INT64_MAX)));
-    json_object_set_new(record, "policy", json_string(variant->policy));
-    json_object_set_new(record, "budget", json_integer(variant->budget));
-    json_object_set_new(record, "variant", json_string(variant->name));
     json_object_set_new(record, "turn_scores", turn_scores);
     json_object_set_new(record, "score", json_real(score_sum / sample->query_count));
     json_object_set_new(record, "outputs", outputs);
     json_object_set_new(record, "answers", answers);
-    json_object_set_new(record, "kv_bytes_prefill", json_integer((json_int_t)bytes_prefill));
-    json_object_set_new(record, "kv_bytes_decode", json_integer((json_int_t)bytes_decode));
-    json_object_set_new(record, "shared_prefill_s", json_real(shared_prefill_s));
-    json_object_set_new(record, "compress_s", json_real(compress_s));
-    json_object_set_new(record, "prefill_s", json_real(shared_prefill_s + compress_s));
-    json_object_set_new(record, "decode_s", json_real(decode_s));
+    record_costs(record, bytes_prefill, bytes_decode, shared_prefill_s, compress_s, decode_s);
     json_object_set_new(record, "decode_tokens", json_integer(generated));
     status = write_record(state, record, err);
     json_decref(record);
@@ -630,26 +646,13 @@ static strata_status run_fidelity_sample(eval_run_state *state, const eval_hayst
             status = strata_error_prefix(err, "fidelity %s: ", variant->name);
             break;
         }
-        json_t *record = json_object();
-        json_object_set_new(record, "key", json_string_nocheck(keys[v]));
-        json_object_set_new(record, "kind", json_string("fidelity"));
-        json_object_set_new(record, "task", json_string("fidelity"));
-        json_object_set_new(record, "haystack", json_string("prose"));
-        json_object_set_new(record, "length", json_integer(length));
-        json_object_set_new(record, "sample", json_integer(index));
-        json_object_set_new(record, "policy", json_string(variant->policy));
-        json_object_set_new(record, "budget", json_integer(variant->budget));
-        json_object_set_new(record, "variant", json_string(variant->name));
+        json_t *record = record_start(keys[v], "fidelity", "fidelity", "prose", length, index, variant);
+        json_object_set_new(record, "seed", json_integer((json_int_t)(o->seed & INT64_MAX)));
         json_object_set_new(record, "kl_mean", json_real(kl));
         json_object_set_new(record, "top1_agreement", json_real((double)agree / (double)continuation));
         json_object_set_new(record, "positions", json_integer(positions));
         json_object_set_new(record, "continuation", json_integer(continuation));
-        json_object_set_new(record, "kv_bytes_prefill", json_integer((json_int_t)bytes_prefill));
-        json_object_set_new(record, "kv_bytes_decode", json_integer((json_int_t)bytes_decode));
-        json_object_set_new(record, "shared_prefill_s", json_real(shared_prefill_s));
-        json_object_set_new(record, "compress_s", json_real(compress_s));
-        json_object_set_new(record, "prefill_s", json_real(shared_prefill_s + compress_s));
-        json_object_set_new(record, "decode_s", json_real(decode_s));
+        record_costs(record, bytes_prefill, bytes_decode, shared_prefill_s, compress_s, decode_s);
         status = write_record(state, record, err);
         json_decref(record);
         state->units_computed++;
