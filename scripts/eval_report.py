@@ -70,11 +70,13 @@ def _int(value, default=0):
 
 
 def _variant_of(record: dict) -> str:
+    policy = record.get("policy") or "?"
+    if policy == "full":
+        return "full"  # strata eval names it full@0: one reference whatever the budget column says
     variant = record.get("variant")
     if isinstance(variant, str) and variant:
         return variant
-    policy = record.get("policy") or "?"
-    return "full" if policy == "full" else f"{policy}@{_int(record.get('budget'))}"
+    return f"{policy}@{_int(record.get('budget'))}"
 
 
 def load_records(path: Path) -> tuple[list[dict], int, int]:
