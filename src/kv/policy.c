@@ -221,8 +221,11 @@ strata_status kv_policy_largest_table(const kv_policy_view *view, int64_t budget
 }
 
 strata_status kv_policy_keep_sinks_and_recent(const kv_policy_view *view, int32_t layer, int32_t kv_head,
-                                              int64_t sinks, int64_t recent, int64_t *keep, strata_error *err)
+                                              int64_t sinks, int64_t *keep, strata_error *err)
 {
+    if (sinks >= view->budget)
+        sinks = 0; /* too small a budget for sinks: a plain window of the last `budget` slots */
+    int64_t recent = view->budget - sinks;
     int64_t slots = kv_seq_table(view->seq, layer, kv_head)->slot_count, count = 0;
     for (int64_t i = 0; i < sinks; i++)
         keep[count++] = i;

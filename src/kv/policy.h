@@ -149,10 +149,11 @@ strata_status kv_policy_keep(const kv_policy_view *view, int32_t layer, int32_t 
  * than `budget` slots without mass statistics is an error naming `policy`. */
 strata_status kv_policy_largest_table(const kv_policy_view *view, int64_t budget, bool needs_mass, const char *policy,
                                       int64_t *most_slots, strata_error *err);
-/* Keeps the first `sinks` and the last `recent` slots of a table (keep has
- * room for sinks + recent entries; the table holds more than that). */
+/* Keeps the first `sinks` and the most recent slots of a table, view->budget
+ * in all (a budget of at most `sinks`: the last budget slots, no sinks); keep
+ * has room for budget entries and the table holds more than that. */
 strata_status kv_policy_keep_sinks_and_recent(const kv_policy_view *view, int32_t layer, int32_t kv_head,
-                                              int64_t sinks, int64_t recent, int64_t *keep, strata_error *err);
+                                              int64_t sinks, int64_t *keep, strata_error *err);
 
 /* Helpers for score-based policies. Fills order[0..n) with the indices of
  * scores[first..first+n) sorted by score, highest first (ties: lower index

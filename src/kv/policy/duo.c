@@ -85,9 +85,6 @@ static strata_status duo_apply(const kv_policy_view *view, strata_error *err)
         return strata_fail(err, STRATA_E_INVALID_ARGUMENT, "duo: the KV budget is %" PRId64 ", below 0",
                            view->budget);
     int64_t sinks = (int64_t)llround(view->params[DUO_SINKS]);
-    if (sinks >= view->budget)
-        sinks = 0; /* too small a budget for sinks: a plain window of the last `budget` slots */
-    int64_t recent = view->budget - sinks;
 
     int64_t tables = (int64_t)view->layer_count * view->kv_head_count;
     bool *retrieval = malloc((size_t)tables * sizeof *retrieval);
@@ -101,7 +98,7 @@ static strata_status duo_apply(const kv_policy_view *view, strata_error *err)
         if (retrieval[t] || (view->layer_is_windowed != NULL && view->layer_is_windowed[layer]))
             continue;
         if (kv_seq_table(view->seq, layer, head)->slot_count > view->budget)
-            status = kv_policy_keep_sinks_and_recent(view, layer, head, sinks, recent, keep, err);
+            status = kv_policy_keep_sinks_and_recent(view, layer, head, sinks, keep, err);
     }
     free(retrieval);
     free(keep);

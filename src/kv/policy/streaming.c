@@ -40,9 +40,6 @@ static strata_status streaming_apply(const kv_policy_view *view, strata_error *e
         return strata_fail(err, STRATA_E_INVALID_ARGUMENT, "streaming: the KV budget is %" PRId64 ", below 0",
                            view->budget);
     int64_t sinks = (int64_t)llround(view->params[STREAMING_SINKS]);
-    if (sinks >= view->budget)
-        sinks = 0; /* too small a budget for sinks: a plain window of the last `budget` slots */
-    int64_t recent = view->budget - sinks;
 
     int64_t *keep = NULL;
     if (view->budget > 0) {
@@ -57,7 +54,7 @@ static strata_status streaming_apply(const kv_policy_view *view, strata_error *e
             continue;
         for (int32_t head = 0; head < view->kv_head_count && status == STRATA_OK; head++) {
             if (kv_seq_table(view->seq, layer, head)->slot_count > view->budget)
-                status = kv_policy_keep_sinks_and_recent(view, layer, head, sinks, recent, keep, err);
+                status = kv_policy_keep_sinks_and_recent(view, layer, head, sinks, keep, err);
         }
     }
     free(keep);
