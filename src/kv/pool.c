@@ -494,26 +494,24 @@ const int32_t *kv_block_positions_const(const kv_pool *pool, kv_block_id block)
 
 void kv_block_read_key(const kv_pool *pool, kv_block_id block, int32_t slot, float *out)
 {
-    kv_storage storage = kv_block_storage(pool, block);
+    kv_row_reader reader = kv_storage_key_reader(kv_block_storage(pool, block));
     int32_t width = pool->config.key_length;
-    const unsigned char *keys = kv_block_keys_const(pool, block);
-    if (kv_storage_is_packed(storage))
-        kv_packed_decode_key((kv_packed_type)(storage - KV_STORAGE_Q8), pool->config.block_tokens, width, keys, slot,
-                             out);
+    const float *keys = kv_block_keys_const(pool, block);
+    if (reader == NULL)
+        memcpy(out, keys + (size_t)slot * (size_t)width, (size_t)width * sizeof(float));
     else
-        kv_storage_load(storage, keys + (size_t)slot * (size_t)width * kv_storage_bytes(storage), out, width);
+        reader(keys, slot, width, pool->config.block_tokens, out);
 }
 
 void kv_block_read_value(const kv_pool *pool, kv_block_id block, int32_t slot, float *out)
 {
-    kv_storage storage = kv_block_storage(pool, block);
+    kv_row_reader reader = kv_storage_value_reader(kv_block_storage(pool, block));
     int32_t width = pool->config.value_length;
-    const unsigned char *values = kv_block_values_const(pool, block);
-    if (kv_storage_is_packed(storage))
-        kv_packed_decode_value((kv_packed_type)(storage - KV_STORAGE_Q8), pool->config.block_tokens, width, values,
-                               slot, out);
+    const float *values = kv_block_values_const(pool, block);
+    if (reader == NULL)
+        memcpy(out, values + (size_t)slot * (size_t)width, (size_t)width * sizeof(float));
     else
-        kv_storage_load(storage, values + (size_t)slot * (size_t)width * kv_storage_bytes(storage), out, width);
+        reader(values, slot, width, pool->config.block_tokens, out);
 }
 
 bool kv_storage_rows_movable(kv_storage storage)
@@ -675,35 +673,18 @@ static void read_tensor_row(tensor_type type, const void *section, int64_t slot,
     quant_kernels_selected()->dequantize[type](row, out, width);
 }
 
-static void read_f16_row(const void *section, int64_t slot, int64_t width, int64_t block_tokens, float *out)
-{
-    (void)block_tokens;
-    read_tensor_row(TENSOR_F16, section, slot, width, out);
-}
-
-static void read_bf16_row(const void *section, int64_t slot, int64_t width, int64_t block_tokens, float *out)
-{
-    (void)block_tokens;
-    read_tensor_row(TENSOR_BF16, section, slot, width, out);
-}
-
-static void read_q8_row(const void *section, int64_t slot, int64_t width, int64_t block_tokens, float *out)
-{
-    (void)block_tokens;
-    read_tensor_row(TENSOR_Q8_0, section, slot, width, out);
-}
-
-static void read_q4_row(const void *section, int64_t slot, int64_t width, int64_t block_tokens, float *out)
-{
-    (void)block_tokens;
-    read_tensor_row(TENSOR_Q4_0, section, slot, width, out);
-}
-
-static void read_kivi4_value_row(const void *section, int64_t slot, int64_t width, int64_t block_tokens, float *out)
-{
-    (void)block_tokens;
-    read_tensor_row(TENSOR_Q4_1, section, slot, width, out);
-}
+/* The readers of rows that are rows of a quant/ tensor type. */
+#define TENSOR_ROW_READER(name, type)                                                                     \
+    static void name(const void *section, int64_t slot, int64_t width, int64_t block_tokens, float *out) \
+    {                                                                                                     \
+        (void)block_tokens;                                                                               \
+        read_tensor_row(type, section, slot, width, out);                                                 \
+    }
+TENSOR_ROW_READER(read_f16_row, TENSOR_F16)
+TENSOR_ROW_READER(read_bf16_row, TENSOR_BF16)
+TENSOR_ROW_READER(read_q8_row, TENSOR_Q8_0)
+TENSOR_ROW_READER(read_q4_row, TENSOR_Q4_0)
+TENSOR_ROW_READER(read_kivi4_value_row, TENSOR_Q4_1)
 
 static void read_kivi4_key_row(const void *section, int64_t slot, int64_t width, int64_t block_tokens, float *out)
 {
