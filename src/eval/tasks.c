@@ -347,27 +347,35 @@ static strata_status plan_keyed_needles(const eval_task_spec *spec, eval_random 
     return status;
 }
 
-/* niah_single and niah_multikey: needle 0's key is asked, the others distract. */
-static strata_status plan_niah_keys(const eval_task_spec *spec, eval_random *random, const char *filler,
-                                    task_plan *plan, strata_error *err)
+/* needle_count keyed needles; query t asks for key t alone, for `turns` queries. */
+static strata_status plan_key_questions(const eval_task_spec *spec, eval_random *random, const char *filler,
+                                        int32_t turns, task_plan *plan, strata_error *err)
 {
     int32_t count = spec->needle_count;
     const char **keys = calloc((size_t)count, sizeof *keys);
     const char **values = calloc((size_t)count, sizeof *values);
     strata_status status = keys != NULL && values != NULL ? STRATA_OK : out_of_memory(err);
     if (status == STRATA_OK)
-        status = plan_allocate(plan, count, 1, 2 * count, err);
+        status = plan_allocate(plan, count, turns, 2 * count, err);
     if (status == STRATA_OK)
         status = plan_keyed_needles(spec, random, filler, plan, count, keys, values, err);
-    if (status == STRATA_OK)
-        status = plan_query(plan, 0, 1, err);
-    if (status == STRATA_OK)
-        status = set_string(&plan->queries[0].text, single_key_question(keys[0]), err);
-    if (status == STRATA_OK)
-        status = set_string(&plan->queries[0].answers[0], string_printf("%s", values[0]), err);
+    for (int32_t t = 0; t < turns && status == STRATA_OK; t++) {
+        status = plan_query(plan, t, 1, err);
+        if (status == STRATA_OK)
+            status = set_string(&plan->queries[t].text, single_key_question(keys[t]), err);
+        if (status == STRATA_OK)
+            status = set_string(&plan->queries[t].answers[0], string_printf("%s", values[t]), err);
+    }
     free(keys);
     free(values);
     return status;
+}
+
+/* niah_single and niah_multikey: needle 0's key is asked, the others distract. */
+static strata_status plan_niah_keys(const eval_task_spec *spec, eval_random *random, const char *filler,
+                                    task_plan *plan, strata_error *err)
+{
+    return plan_key_questions(spec, random, filler, 1, plan, err);
 }
 
 /* niah_multivalue: one key, needle_count numbers, all asked for. */
@@ -437,24 +445,7 @@ static strata_status plan_niah_multiquery(const eval_task_spec *spec, eval_rando
 static strata_status plan_multiturn(const eval_task_spec *spec, eval_random *random, const char *filler,
                                     task_plan *plan, strata_error *err)
 {
-    int32_t count = spec->needle_count, turns = spec->query_count;
-    const char **keys = calloc((size_t)count, sizeof *keys);
-    const char **values = calloc((size_t)count, sizeof *values);
-    strata_status status = keys != NULL && values != NULL ? STRATA_OK : out_of_memory(err);
-    if (status == STRATA_OK)
-        status = plan_allocate(plan, count, turns, 2 * count, err);
-    if (status == STRATA_OK)
-        status = plan_keyed_needles(spec, random, filler, plan, count, keys, values, err);
-    for (int32_t t = 0; t < turns && status == STRATA_OK; t++) {
-        status = plan_query(plan, t, 1, err);
-        if (status == STRATA_OK)
-            status = set_string(&plan->queries[t].text, single_key_question(keys[t]), err);
-        if (status == STRATA_OK)
-            status = set_string(&plan->queries[t].answers[0], string_printf("%s", values[t]), err);
-    }
-    free(keys);
-    free(values);
-    return status;
+    return plan_key_questions(spec, random, filler, spec->query_count, plan, err);
 }
 
 static int compare_doubles(const void *a, const void *b)
