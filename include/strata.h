@@ -107,6 +107,16 @@ strata_chat_format strata_model_chat_format(const strata_model *model);
 strata_status strata_chat_prompt(const strata_model *model, const char *system_message,
                                  const char *user_message, char **prompt, strata_error *error);
 
+/* One message of a conversation: role "system", "developer", "user" or "assistant", and its text. */
+typedef struct strata_chat_message {
+    const char *role;
+    const char *content;
+} strata_chat_message;
+/* Writes a newly allocated prompt holding the messages in turn in the model's
+ * chat format, ending with the assistant's turn opener; the caller frees it. */
+strata_status strata_chat_prompt_messages(const strata_model *model, const strata_chat_message *messages,
+                                          size_t count, char **prompt, strata_error *error);
+
 typedef struct strata_session_options {
     int32_t context_length; /* tokens the session may hold; 0 means the model's, capped at 8192 */
     bool prefix_cache;      /* reuse cached KV of an identical prompt prefix, and cache this one's */
@@ -135,6 +145,11 @@ const char *strata_kv_precisions(void);
 /* Creates a session: a token sequence with its own KV cache. */
 strata_status strata_session_create(strata_model *model, const strata_session_options *options,
                                     strata_session **out, strata_error *error);
+/* Checks the KV policy fields of options (policy, precision, budget, parameters,
+ * head profile) as strata_session_create would, without creating anything;
+ * safe to call from any thread. */
+strata_status strata_session_options_check(const strata_model *model, const strata_session_options *options,
+                                           strata_error *err);
 /* Destroys a session; accepts NULL. */
 void strata_session_destroy(strata_session *session);
 
@@ -162,6 +177,25 @@ strata_status strata_session_fork(const strata_session *session, strata_session 
  * add up to at most 512. */
 strata_status strata_sessions_append(strata_session *const *sessions, const int32_t *const *tokens,
                                      const size_t *counts, size_t session_count, strata_error *error);
+/* One session's part of a batched step (strata_sessions_step). */
+typedef struct strata_step_item {
+    strata_session *session;
+    const int32_t *tokens;
+    size_t count;
+    size_t prompt_length; /* 0: a decode token (count 1); else the length of the prompt this chunk belongs to */
+    size_t prompt_offset; /* tokens of that prompt appended before this chunk */
+} strata_step_item;
+/* Runs ONE batched forward step over prompt chunks and decode tokens of
+ * several sessions, each session then holding its last token's logits; a
+ * session's KV policy sees a chunk as part of its prompt and compresses at
+ * the prompt's end. On failure no session has advanced. The tokens must add
+ * up to at most 512. */
+strata_status strata_sessions_step(const strata_step_item *items, size_t item_count, strata_error *err);
+/* Attaches to an empty session using the prefix cache the longest cached
+ * prefix of prompt (leaving at least its last token to compute); *attached is
+ * the number of tokens attached (0 when nothing was cached). */
+strata_status strata_session_attach_prefix(strata_session *session, const int32_t *prompt, size_t count,
+                                           size_t *attached, strata_error *err);
 /* Returns the number of prompt tokens the last append served from the prefix cache. */
 size_t strata_session_cached_tokens(const strata_session *session);
 
@@ -185,6 +219,12 @@ typedef struct strata_kv_stats {
 
 /* Fills stats for the model's KV pool and prefix cache. */
 void strata_model_kv_stats(const strata_model *model, strata_kv_stats *stats);
+/* Returns the KV bytes a full-cache session holding this many tokens needs
+ * from the pool (sliding-window layers hold only their window). */
+uint64_t strata_model_kv_bytes_for_tokens(const strata_model *model, int64_t tokens);
+/* Evicts least-recently-used cached prefixes that no session holds until at
+ * least bytes are free in the pool, or nothing more can go; returns the free bytes. */
+uint64_t strata_model_kv_make_room(strata_model *model, uint64_t bytes);
 /* Returns the number of layers and, in *kv_heads, of KV heads per layer: the
  * shape of the per-(layer, head) arrays below. */
 int32_t strata_model_kv_layout(const strata_model *model, int32_t *kv_heads);

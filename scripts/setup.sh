@@ -7,7 +7,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
-packages="gcc make cmake ninja-build pkg-config libpcre2-dev libjansson-dev python3 python3-pip"
+packages="gcc make cmake ninja-build pkg-config libpcre2-dev libjansson-dev libmicrohttpd-dev python3 python3-pip"
 missing=""
 for package in $packages; do
     dpkg -s "$package" >/dev/null 2>&1 || missing="$missing $package"

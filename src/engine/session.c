@@ -443,11 +443,28 @@ strata_status strata_session_create(strata_model *model, const strata_session_op
     return STRATA_OK;
 }
 
+strata_status strata_session_options_check(const strata_model *model, const strata_session_options *options,
+                                           strata_error *err)
+{
+    /* The policy half of strata_session_create on a session that never gets KV: it reads only the model's
+     * fixed configuration (and the head profile's file), so any thread may call it. */
+    strata_session *probe = calloc(1, sizeof *probe);
+    if (probe == NULL)
+        return strata_fail(err, STRATA_E_OUT_OF_MEMORY, "cannot allocate a session");
+    probe->model = (strata_model *)model;
+    probe->context_length = model->params.context_length;
+    strata_status status = setup_policy(probe, options, err);
+    strata_session_destroy(probe);
+    return status;
+}
+
 /* Offers the session's completed token blocks to the prefix cache (a no-op
  * unless some block completed since the last offer). */
 static void offer_to_cache(strata_session *session)
 {
-    if (!session->prefix_cache)
+    /* A compressing session's blocks (merged slots, packed or compacted tables) are not the exact KV of their
+     * tokens: it may read cached prefixes but never offers its own. */
+    if (!session->prefix_cache || session->policy != NULL || session->precision_ops != NULL)
         return;
     int64_t length = kv_seq_length(session->seq);
     int64_t blocks = length / kv_pool_configuration(session->model->kv_pool)->block_tokens;
@@ -539,6 +556,38 @@ static void after_step(strata_session *session, const int32_t *tokens, int64_t c
     forward_release_windows(session->model, session->seq);
 }
 
+/* Attaches the longest cached prefix of a prompt to an empty session that
+ * uses the prefix cache, leaving at least one token to compute (so there are
+ * logits to return); returns the tokens attached. */
+static size_t attach_cached_prefix(strata_session *session, const int32_t *tokens, size_t count)
+{
+    strata_model *model = session->model;
+    if (!session->prefix_cache || kv_seq_length(session->seq) != 0 || count < 2)
+        return 0;
+    int64_t attached = 0;
+    strata_error ignored;
+    /* Reading the cache is an optimization: if it fails, the prompt is computed. */
+    if (kv_radix_attach_prefix(model->prefix_cache, session->cache_namespace, tokens, (int64_t)count,
+                               (int64_t)count - 1, session->seq, &attached, &ignored) != STRATA_OK || attached <= 0)
+        return 0;
+    memcpy(session->history, tokens, (size_t)attached * sizeof *tokens);
+    session->cached_tokens = attached;
+    session->cached_blocks = attached / kv_pool_configuration(model->kv_pool)->block_tokens;
+    return (size_t)attached;
+}
+
+strata_status strata_session_attach_prefix(strata_session *session, const int32_t *tokens, size_t count,
+                                           size_t *attached, strata_error *err)
+{
+    *attached = 0;
+    strata_status status = check_tokens(session, tokens, count, err);
+    if (status != STRATA_OK)
+        return status;
+    session->cached_tokens = 0;
+    *attached = attach_cached_prefix(session, tokens, count);
+    return STRATA_OK;
+}
+
 strata_status strata_session_append(strata_session *session, const int32_t *tokens, size_t count, bool all_logits,
                                     strata_error *err)
 {
@@ -550,18 +599,7 @@ strata_status strata_session_append(strata_session *session, const int32_t *toke
     if (status != STRATA_OK)
         return status;
     session->cached_tokens = 0;
-    size_t done = 0;
-    if (session->prefix_cache && kv_seq_length(session->seq) == 0 && count > 1 && !all_logits) {
-        int64_t attached = 0;
-        /* At least one token is left to compute, so there are logits to return. */
-        if (kv_radix_attach_prefix(model->prefix_cache, session->cache_namespace, tokens, (int64_t)count,
-                                   (int64_t)count - 1, session->seq, &attached, err) == STRATA_OK && attached > 0) {
-            memcpy(session->history, tokens, (size_t)attached * sizeof *tokens);
-            session->cached_tokens = attached;
-            session->cached_blocks = attached / kv_pool_configuration(model->kv_pool)->block_tokens;
-            done = (size_t)attached;
-        }
-    }
+    size_t done = all_logits ? 0 : attach_cached_prefix(session, tokens, count);
     bool new_prompt = true;
     while (done < count) {
         int64_t chunk = (int64_t)(count - done) < SESSION_CHUNK_TOKENS ? (int64_t)(count - done) : SESSION_CHUNK_TOKENS;
@@ -596,49 +634,95 @@ strata_status strata_session_append(strata_session *session, const int32_t *toke
     return run_policy(session, count > 1 ? POLICY_PREFILL_END : POLICY_DECODE_STEP, true, err);
 }
 
-strata_status strata_sessions_append(strata_session *const *sessions, const int32_t *const *tokens,
-                                     const size_t *counts, size_t session_count, strata_error *err)
+/* Runs the policy after a batched step: after a prompt chunk (and at the
+ * prompt's end when the chunk ends it), or after a decode token. */
+static strata_status run_policy_after_item(const strata_step_item *item, strata_error *err)
 {
-    if (session_count == 0)
+    if (item->prompt_length == 0)
+        return run_policy(item->session, POLICY_DECODE_STEP, true, err);
+    bool prompt_done = item->prompt_offset + item->count >= item->prompt_length;
+    strata_status status = run_policy(item->session, POLICY_PREFILL_CHUNK, prompt_done, err);
+    return status == STRATA_OK && prompt_done ? run_policy(item->session, POLICY_PREFILL_END, true, err) : status;
+}
+
+/* Checks one item of a batched step against the first session's model and the items before it. */
+static strata_status check_step_item(const strata_step_item *items, size_t i, strata_error *err)
+{
+    strata_session *session = items[i].session;
+    if (session == NULL)
+        return strata_fail(err, STRATA_E_INVALID_ARGUMENT, "step item %zu has no session", i);
+    if (session->model != items[0].session->model)
+        return strata_fail(err, STRATA_E_INVALID_ARGUMENT, "session %zu belongs to another model", i);
+    for (size_t j = 0; j < i; j++)
+        if (items[j].session == session)
+            return strata_fail(err, STRATA_E_INVALID_ARGUMENT, "session %zu appears twice in one step", i);
+    if (items[i].prompt_length > 0 && items[i].prompt_offset + items[i].count > items[i].prompt_length)
+        return strata_fail(err, STRATA_E_INVALID_ARGUMENT,
+                           "step item %zu: a chunk of %zu tokens at offset %zu runs past its prompt of %zu", i,
+                           items[i].count, items[i].prompt_offset, items[i].prompt_length);
+    if (items[i].prompt_length == 0 && items[i].count != 1)
+        return strata_fail(err, STRATA_E_INVALID_ARGUMENT,
+                           "step item %zu: %zu decode tokens (a decode item has one; a prompt chunk gives its "
+                           "prompt_length)", i, items[i].count);
+    strata_status status = check_tokens(session, items[i].tokens, items[i].count, err);
+    return status == STRATA_OK ? reserve_logits(session, 1, err) : status;
+}
+
+strata_status strata_sessions_step(const strata_step_item *items, size_t item_count, strata_error *err)
+{
+    if (item_count == 0)
         return strata_fail(err, STRATA_E_INVALID_ARGUMENT, "no sessions to step");
-    strata_model *model = sessions[0]->model;
-    forward_item *items = calloc(session_count, sizeof *items);
-    if (items == NULL)
-        return strata_fail(err, STRATA_E_OUT_OF_MEMORY, "cannot allocate a step of %zu sessions", session_count);
+    forward_item *forward_items = calloc(item_count, sizeof *forward_items);
+    if (forward_items == NULL)
+        return strata_fail(err, STRATA_E_OUT_OF_MEMORY, "cannot allocate a step of %zu sessions", item_count);
     strata_status status = STRATA_OK;
     size_t total = 0;
-    for (size_t i = 0; i < session_count && status == STRATA_OK; i++) {
-        strata_session *session = sessions[i];
-        if (session->model != model)
-            status = strata_fail(err, STRATA_E_INVALID_ARGUMENT, "session %zu belongs to another model", i);
-        for (size_t j = 0; j < i && status == STRATA_OK; j++)
-            if (sessions[j] == session)
-                status = strata_fail(err, STRATA_E_INVALID_ARGUMENT, "session %zu appears twice in one step", i);
-        if (status == STRATA_OK)
-            status = check_tokens(session, tokens[i], counts[i], err);
-        if (status == STRATA_OK)
-            status = reserve_logits(session, 1, err);
-        total += counts[i];
-        if (status == STRATA_OK)
-            prepare_statistics(session, (int64_t)counts[i], counts[i] > 1);
-        items[i] = (forward_item){.seq = session->seq, .tokens = tokens[i], .count = (int64_t)counts[i],
-                                  .logits = session->logits, .slot_mass = session->mass,
-                                  .mass_first_token = mass_first_token(session, 0, counts[i], (int64_t)counts[i]),
-                                  .slot_mass_squares = session->mass_squares, .slot_mass_all = session->mass_all,
-                                  .selection = policy_selection(session, (int64_t)counts[i])};
+    for (size_t i = 0; i < item_count && status == STRATA_OK; i++) {
+        status = check_step_item(items, i, err);
+        total += items[i].count;
     }
     if (status == STRATA_OK && total > SESSION_CHUNK_TOKENS)
         status = strata_fail(err, STRATA_E_INVALID_ARGUMENT, "a step of %zu tokens exceeds %d", total,
                              SESSION_CHUNK_TOKENS);
-    if (status == STRATA_OK)
-        status = step_with_eviction(model, sessions[0]->scratch, items, (int64_t)session_count, err);
-    for (size_t i = 0; i < session_count && status == STRATA_OK; i++) {
-        sessions[i]->cached_tokens = 0;
-        sessions[i]->logit_rows = 1;
-        after_step(sessions[i], tokens[i], (int64_t)counts[i]);
+    for (size_t i = 0; i < item_count && status == STRATA_OK; i++) {
+        strata_session *session = items[i].session;
+        bool prompt = items[i].prompt_length > 0;
+        size_t count = items[i].count;
+        prepare_statistics(session, (int64_t)count, prompt && items[i].prompt_offset == 0);
+        forward_items[i] = (forward_item){
+            .seq = session->seq, .tokens = items[i].tokens, .count = (int64_t)count, .logits = session->logits,
+            .slot_mass = session->mass,
+            .mass_first_token = prompt ? mass_first_token(session, items[i].prompt_offset, items[i].prompt_length,
+                                                          (int64_t)count)
+                                       : 0,
+            .slot_mass_squares = session->mass_squares, .slot_mass_all = session->mass_all,
+            .selection = policy_selection(session, (int64_t)count)};
     }
-    for (size_t i = 0; i < session_count && status == STRATA_OK; i++)
-        status = run_policy_after_step(sessions[i], counts[i], err);
+    if (status == STRATA_OK)
+        status = step_with_eviction(items[0].session->model, items[0].session->scratch, forward_items,
+                                    (int64_t)item_count, err);
+    for (size_t i = 0; i < item_count && status == STRATA_OK; i++) {
+        items[i].session->cached_tokens = 0;
+        items[i].session->logit_rows = 1;
+        after_step(items[i].session, items[i].tokens, (int64_t)items[i].count);
+    }
+    for (size_t i = 0; i < item_count && status == STRATA_OK; i++)
+        status = run_policy_after_item(&items[i], err);
+    free(forward_items);
+    return status;
+}
+
+strata_status strata_sessions_append(strata_session *const *sessions, const int32_t *const *tokens,
+                                     const size_t *counts, size_t session_count, strata_error *err)
+{
+    strata_step_item *items = calloc(session_count > 0 ? session_count : 1, sizeof *items);
+    if (items == NULL)
+        return strata_fail(err, STRATA_E_OUT_OF_MEMORY, "cannot allocate a step of %zu sessions", session_count);
+    /* Each multi-token append is a whole prompt; a single token is a decode step. */
+    for (size_t i = 0; i < session_count; i++)
+        items[i] = (strata_step_item){.session = sessions[i], .tokens = tokens[i], .count = counts[i],
+                                      .prompt_length = counts[i] > 1 ? counts[i] : 0};
+    strata_status status = strata_sessions_step(items, session_count, err);
     free(items);
     return status;
 }
@@ -833,6 +917,26 @@ void strata_model_kv_stats(const strata_model *model, strata_kv_stats *stats)
         .prefix_cached_blocks = radix.nodes,
         .prefix_evicted_blocks = radix.evicted_blocks,
     };
+}
+
+uint64_t strata_model_kv_bytes_for_tokens(const strata_model *model, int64_t tokens)
+{
+    int64_t block_tokens = kv_pool_configuration(model->kv_pool)->block_tokens;
+    int64_t blocks = 0;
+    for (int64_t il = 0; il < model->params.layer_count; il++) {
+        int64_t window = model->window_by_layer[il];
+        /* A window layer holds its window, the block being filled and the one its oldest slot lies in. */
+        int64_t held = window > 0 && tokens > window + 2 * block_tokens ? window + 2 * block_tokens : tokens;
+        blocks += (held + block_tokens - 1) / block_tokens;
+    }
+    return (uint64_t)blocks * (uint64_t)model->params.kv_head_count * kv_pool_block_bytes(model->kv_pool);
+}
+
+uint64_t strata_model_kv_make_room(strata_model *model, uint64_t bytes)
+{
+    uint64_t block_bytes = kv_pool_block_bytes(model->kv_pool);
+    kv_radix_evict(model->prefix_cache, (int64_t)((bytes + block_bytes - 1) / block_bytes));
+    return (uint64_t)kv_pool_free_blocks(model->kv_pool) * block_bytes;
 }
 
 int32_t strata_model_kv_layout(const strata_model *model, int32_t *kv_heads)

@@ -43,3 +43,9 @@ strata_status strata_chat_prompt(const strata_model *model, const char *system_m
 {
     return chat_format_prompt(strata_model_chat_format(model), system_message, user_message, prompt, error);
 }
+
+strata_status strata_chat_prompt_messages(const strata_model *model, const strata_chat_message *messages,
+                                          size_t count, char **prompt, strata_error *error)
+{
+    return chat_format_messages(strata_model_chat_format(model), messages, count, prompt, error);
+}

@@ -1,7 +1,6 @@
 /* tokenize/chat.c: building chat prompts in the Gemma, ChatML and Llama 3 formats. */
 #include "tokenize/chat.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,53 +29,129 @@ strata_chat_format chat_format_detect(const char *template_text, size_t length, 
     return fallback;
 }
 
-/* Formats into a new buffer of exactly the needed size. */
-static strata_status format_new(char **out, strata_error *err, const char *format, ...)
+/* A growing prompt; on an allocation failure it stops growing and remembers. */
+typedef struct prompt_builder {
+    char *text;
+    size_t length, capacity;
+    bool failed;
+} prompt_builder;
+
+static void builder_add(prompt_builder *builder, const char *text)
 {
-    va_list args;
-    va_start(args, format);
-    int length = vsnprintf(NULL, 0, format, args);
-    va_end(args);
-    if (length < 0)
-        return strata_fail(err, STRATA_E_INTERNAL, "cannot format a chat prompt");
-    *out = malloc((size_t)length + 1);
-    if (*out == NULL)
-        return strata_fail(err, STRATA_E_OUT_OF_MEMORY, "cannot allocate a %d-byte chat prompt", length);
-    va_start(args, format);
-    vsnprintf(*out, (size_t)length + 1, format, args);
-    va_end(args);
+    size_t add = strlen(text);
+    if (builder->failed)
+        return;
+    if (builder->length + add + 1 > builder->capacity) {
+        size_t capacity = (builder->length + add + 1) * 2;
+        char *grown = realloc(builder->text, capacity);
+        if (grown == NULL) {
+            builder->failed = true;
+            return;
+        }
+        builder->text = grown;
+        builder->capacity = capacity;
+    }
+    memcpy(builder->text + builder->length, text, add + 1);
+    builder->length += add;
+}
+
+/* The turn markers of a format: a turn is open + role name + middle + content + close. */
+typedef struct turn_markers {
+    const char *open, *middle, *close;
+    const char *assistant_role; /* the assistant's role name in this format */
+    bool system_role;           /* the format has a system turn; else system text opens the first user turn */
+} turn_markers;
+
+static bool markers_for(strata_chat_format format, turn_markers *markers)
+{
+    switch (format) {
+    case STRATA_CHAT_GEMMA:
+        *markers = (turn_markers){"<start_of_turn>", "\n", "<end_of_turn>\n", "model", false};
+        return true;
+    case STRATA_CHAT_CHATML:
+        *markers = (turn_markers){"<|im_start|>", "\n", "<|im_end|>\n", "assistant", true};
+        return true;
+    case STRATA_CHAT_LLAMA3:
+        *markers = (turn_markers){"<|start_header_id|>", "<|end_header_id|>\n\n", "<|eot_id|>", "assistant", true};
+        return true;
+    case STRATA_CHAT_NONE:
+        break;
+    }
+    return false;
+}
+
+static bool is_system_role(const char *role)
+{
+    return strcmp(role, "system") == 0 || strcmp(role, "developer") == 0;
+}
+
+strata_status chat_format_messages(strata_chat_format format, const strata_chat_message *messages, size_t count,
+                                   char **out, strata_error *err)
+{
+    *out = NULL;
+    turn_markers markers;
+    if (!markers_for(format, &markers))
+        return strata_fail(err, STRATA_E_UNSUPPORTED, "this model has no known chat format");
+    for (size_t i = 0; i < count; i++) {
+        const char *role = messages[i].role;
+        if (role == NULL || messages[i].content == NULL)
+            return strata_fail(err, STRATA_E_INVALID_ARGUMENT, "message %zu has no role or no content", i);
+        if (!is_system_role(role) && strcmp(role, "user") != 0 && strcmp(role, "assistant") != 0)
+            return strata_fail(err, STRATA_E_INVALID_ARGUMENT,
+                               "message %zu has role '%s'; the roles are system, developer, user and assistant", i,
+                               role);
+    }
+    prompt_builder builder = {0};
+    builder_add(&builder, "");
+    const char *pending_system = NULL; /* formats without a system turn: the text opening the next user turn */
+    prompt_builder system_text = {0};
+    for (size_t i = 0; i < count; i++) {
+        const char *role = messages[i].role, *content = messages[i].content;
+        if (is_system_role(role) && !markers.system_role) {
+            if (system_text.length > 0)
+                builder_add(&system_text, "\n\n");
+            builder_add(&system_text, content);
+            pending_system = system_text.text;
+            continue;
+        }
+        const char *name = strcmp(role, "assistant") == 0 ? markers.assistant_role : is_system_role(role) ? "system"
+                                                                                                          : "user";
+        builder_add(&builder, markers.open);
+        builder_add(&builder, name);
+        builder_add(&builder, markers.middle);
+        if (pending_system != NULL && strcmp(role, "user") == 0) {
+            builder_add(&builder, pending_system);
+            builder_add(&builder, "\n\n");
+            pending_system = NULL;
+            system_text.length = 0;
+        }
+        builder_add(&builder, content);
+        builder_add(&builder, markers.close);
+    }
+    if (pending_system != NULL) { /* system text with no user turn after it: a user turn of its own */
+        builder_add(&builder, markers.open);
+        builder_add(&builder, "user");
+        builder_add(&builder, markers.middle);
+        builder_add(&builder, pending_system);
+        builder_add(&builder, markers.close);
+    }
+    builder_add(&builder, markers.open);
+    builder_add(&builder, markers.assistant_role);
+    builder_add(&builder, markers.middle);
+    bool failed = builder.failed || system_text.failed;
+    free(system_text.text);
+    if (failed) {
+        free(builder.text);
+        return strata_fail(err, STRATA_E_OUT_OF_MEMORY, "cannot allocate a chat prompt of %zu messages", count);
+    }
+    *out = builder.text;
     return STRATA_OK;
 }
 
 strata_status chat_format_prompt(strata_chat_format format, const char *system_message, const char *user_message,
                                  char **out, strata_error *err)
 {
-    *out = NULL;
+    strata_chat_message messages[2] = {{"system", system_message}, {"user", user_message}};
     bool has_system = system_message != NULL && system_message[0] != '\0';
-    switch (format) {
-    case STRATA_CHAT_GEMMA:
-        /* Gemma has no system role: the system text opens the first user turn. */
-        return format_new(out, err, "<start_of_turn>user\n%s%s%s<end_of_turn>\n<start_of_turn>model\n",
-                          has_system ? system_message : "", has_system ? "\n\n" : "", user_message);
-    case STRATA_CHAT_CHATML:
-        if (has_system)
-            return format_new(out, err,
-                              "<|im_start|>system\n%s<|im_end|>\n<|im_start|>user\n%s<|im_end|>\n<|im_start|>assistant\n",
-                              system_message, user_message);
-        return format_new(out, err, "<|im_start|>user\n%s<|im_end|>\n<|im_start|>assistant\n", user_message);
-    case STRATA_CHAT_LLAMA3:
-        if (has_system)
-            return format_new(out, err,
-                              "<|start_header_id|>system<|end_header_id|>\n\n%s<|eot_id|>"
-                              "<|start_header_id|>user<|end_header_id|>\n\n%s<|eot_id|>"
-                              "<|start_header_id|>assistant<|end_header_id|>\n\n",
-                              system_message, user_message);
-        return format_new(out, err,
-                          "<|start_header_id|>user<|end_header_id|>\n\n%s<|eot_id|>"
-                          "<|start_header_id|>assistant<|end_header_id|>\n\n",
-                          user_message);
-    case STRATA_CHAT_NONE:
-        break;
-    }
-    return strata_fail(err, STRATA_E_UNSUPPORTED, "this model has no known chat format");
+    return chat_format_messages(format, has_system ? messages : messages + 1, has_system ? 2 : 1, out, err);
 }

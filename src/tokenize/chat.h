@@ -19,4 +19,11 @@ strata_chat_format chat_format_detect(const char *template_text, size_t length, 
 strata_status chat_format_prompt(strata_chat_format format, const char *system_message, const char *user_message,
                                  char **out, strata_error *err);
 
+/* Writes a newly allocated prompt of messages in turn (roles system,
+ * developer, user, assistant) in the format, ending with the assistant turn
+ * opener. Formats without a system turn (Gemma) open the next user turn with
+ * the system text. */
+strata_status chat_format_messages(strata_chat_format format, const strata_chat_message *messages, size_t count,
+                                   char **out, strata_error *err);
+
 #endif

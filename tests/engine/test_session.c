@@ -634,6 +634,46 @@ static void chat_prompts_follow_the_model_format(void)
     }
 }
 
+/* A conversation: system text, a user turn, an answer and a second user turn. */
+static void chat_conversations_keep_their_turns(void)
+{
+    static const strata_chat_message conversation[] = {
+        {"system", "Be brief."}, {"user", "Hi"}, {"assistant", "Hello."}, {"user", "Bye"}};
+    static const struct {
+        const char *arch;
+        const char *expected;
+    } formats[] = {
+        {"gemma3", "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello.<end_of_turn>\n"
+                   "<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n"},
+        {"qwen2", "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+                  "Hello.<|im_end|>\n<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\n"},
+        {"llama", "<|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>"
+                  "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+                  "<|start_header_id|>assistant<|end_header_id|>\n\nHello.<|eot_id|>"
+                  "<|start_header_id|>user<|end_header_id|>\n\nBye<|eot_id|>"
+                  "<|start_header_id|>assistant<|end_header_id|>\n\n"},
+    };
+    for (size_t i = 0; i < sizeof formats / sizeof formats[0]; i++) {
+        tiny_model_spec spec = strcmp(formats[i].arch, "gemma3") == 0   ? tiny_model_gemma3()
+                               : strcmp(formats[i].arch, "qwen2") == 0 ? tiny_model_qwen2()
+                                                                        : tiny_model_llama();
+        strata_model *model = open_model(&spec, 1);
+        if (model == NULL)
+            continue;
+        char *prompt = NULL;
+        strata_error err = {0};
+        CHECK_MESSAGE(strata_chat_prompt_messages(model, conversation, 4, &prompt, &err) == STRATA_OK, "%s",
+                      err.message);
+        CHECK_MESSAGE(prompt != NULL && strcmp(prompt, formats[i].expected) == 0, "%s: got \"%s\"", formats[i].arch,
+                      prompt != NULL ? prompt : "(null)");
+        free(prompt);
+        strata_chat_message wrong = {"tool", "x"};
+        CHECK(strata_chat_prompt_messages(model, &wrong, 1, &prompt, &err) == STRATA_E_INVALID_ARGUMENT);
+        CHECK_MESSAGE(strstr(err.message, "tool") != NULL, "%s", err.message);
+        strata_model_close(model);
+    }
+}
+
 int main(void)
 {
     RUN_CASE(batched_single_and_chunked_appends_agree);
@@ -650,5 +690,6 @@ int main(void)
     RUN_CASE(a_prompt_longer_than_a_chunk_matches_two_appends);
     RUN_CASE(gemma3_scales_rope_only_on_global_layers);
     RUN_CASE(chat_prompts_follow_the_model_format);
+    RUN_CASE(chat_conversations_keep_their_turns);
     TEST_EXIT();
 }
