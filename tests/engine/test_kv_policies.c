@@ -261,6 +261,74 @@ static void different_policies_share_one_batch_step(void)
     strata_model_close(model);
 }
 
+/* The server reads prompts in chunks of a batched step (strata_sessions_step
+ * with the prompt's length and offset) beside other sessions: a policy must
+ * then compress as when the prompt came in one append, at the prompt's end.
+ * StreamingLLM and the precisions compress after every chunk by design (so
+ * later prompt tokens see the compressed or packed cache): their logits
+ * depend on the chunk size, and they are held to the slots only. */
+static void prompts_read_in_batched_chunks_compress_as_one_append(void)
+{
+    enum { CHUNK = 16 };
+    strata_model *model = open_model();
+    if (model == NULL)
+        return;
+    int32_t tokens[PROMPT + DECODE], other[PROMPT + DECODE];
+    random_tokens(tokens, PROMPT + DECODE, 21);
+    random_tokens(other, PROMPT + DECODE, 22);
+    int32_t layers, heads;
+    layers = strata_model_kv_layout(model, &heads);
+    for (int p = 0; p < POLICIES; p++) {
+        strata_session *whole = open_session(model, cases[p].name, BUDGET, cases[p].params);
+        strata_session *chunked = open_session(model, cases[p].name, BUDGET, cases[p].params);
+        strata_session *neighbour = open_session(model, "full", 0, NULL);
+        if (whole == NULL || chunked == NULL || neighbour == NULL)
+            return;
+        float want[TINY_VOCAB];
+        run(whole, tokens, want);
+        strata_error err = {0};
+        for (size_t done = 0; done < PROMPT + DECODE;) {
+            bool prompt = done < PROMPT;
+            size_t count = prompt ? (PROMPT - done < CHUNK ? PROMPT - done : CHUNK) : 1;
+            strata_step_item items[2] = {
+                {.session = neighbour, .tokens = &other[done], .count = count,
+                 .prompt_length = prompt ? PROMPT : 0, .prompt_offset = prompt ? done : 0},
+                {.session = chunked, .tokens = &tokens[done], .count = count,
+                 .prompt_length = prompt ? PROMPT : 0, .prompt_offset = prompt ? done : 0}};
+            if (strata_sessions_step(items, 2, &err) != STRATA_OK) {
+                CHECK_MESSAGE(false, "%s: %s", cases[p].name, err.message);
+                break;
+            }
+            done += count;
+        }
+        int64_t whole_slots[64], chunked_slots[64];
+        strata_session_kv_slots(whole, whole_slots);
+        strata_session_kv_slots(chunked, chunked_slots);
+        const char *name = cases[p].name;
+        bool every_chunk = strstr(name, "streaming") != NULL || strstr(name, "q8") != NULL ||
+                           strstr(name, "q4") != NULL || strstr(name, "kivi") != NULL;
+        bool streaming = strstr(name, "streaming") != NULL;
+        for (int32_t t = 0; t < layers * heads; t++) {
+            CHECK_MESSAGE(chunked_slots[t] <= cases[p].most_slots, "%s: table %d holds %lld slots", cases[p].name, t,
+                          (long long)chunked_slots[t]);
+            CHECK_MESSAGE(streaming || chunked_slots[t] == whole_slots[t], "%s: table %d holds %lld slots, %lld "
+                          "after one append", cases[p].name, t, (long long)chunked_slots[t], (long long)whole_slots[t]);
+        }
+        const float *got = strata_session_logits(chunked, 0);
+        double largest = 0, difference = 0;
+        for (int i = 0; i < TINY_VOCAB && got != NULL; i++) {
+            largest = fmax(largest, fabs(want[i]));
+            difference = fmax(difference, fabs(got[i] - want[i]));
+        }
+        CHECK_MESSAGE(got != NULL && (every_chunk || difference <= 1e-5 * largest),
+                      "%s: chunked logits differ by %g", cases[p].name, difference);
+        strata_session_destroy(whole);
+        strata_session_destroy(chunked);
+        strata_session_destroy(neighbour);
+    }
+    strata_model_close(model);
+}
+
 /* A fork shares its parent's blocks; when the fork's policy compresses them
  * (after a further prompt chunk, then on its decode steps) it must copy
  * them, never change the parent: the parent's next logits equal those of an
@@ -551,6 +619,7 @@ int main(void)
     RUN_CASE(budget_is_respected_and_blocks_return_to_the_pool);
     RUN_CASE(runs_are_deterministic);
     RUN_CASE(different_policies_share_one_batch_step);
+    RUN_CASE(prompts_read_in_batched_chunks_compress_as_one_append);
     RUN_CASE(compressing_a_fork_leaves_the_parent_untouched);
     RUN_CASE(unknown_policies_and_parameters_are_refused);
     RUN_CASE(quest_reads_fewer_blocks_and_keeps_the_full_cache);
