@@ -222,8 +222,9 @@ void strata_model_kv_stats(const strata_model *model, strata_kv_stats *stats);
 /* Returns the KV bytes a full-cache session holding this many tokens needs
  * from the pool (sliding-window layers hold only their window). */
 uint64_t strata_model_kv_bytes_for_tokens(const strata_model *model, int64_t tokens);
-/* Evicts least-recently-used cached prefixes that no session holds until at
- * least bytes are free in the pool, or nothing more can go; returns the free bytes. */
+/* Makes bytes free in the pool by evicting least-recently-used cached
+ * prefixes that no session holds, when evicting them is enough (else evicts
+ * nothing); returns the free bytes. */
 uint64_t strata_model_kv_make_room(strata_model *model, uint64_t bytes);
 /* Returns the number of layers and, in *kv_heads, of KV heads per layer: the
  * shape of the per-(layer, head) arrays below. */

@@ -935,7 +935,10 @@ uint64_t strata_model_kv_bytes_for_tokens(const strata_model *model, int64_t tok
 uint64_t strata_model_kv_make_room(strata_model *model, uint64_t bytes)
 {
     uint64_t block_bytes = kv_pool_block_bytes(model->kv_pool);
-    kv_radix_evict(model->prefix_cache, (int64_t)((bytes + block_bytes - 1) / block_bytes));
+    int64_t wanted = (int64_t)((bytes + block_bytes - 1) / block_bytes), free_blocks = kv_pool_free_blocks(model->kv_pool);
+    /* Cached prefixes go only when that makes the room: a request that must wait anyway keeps them. */
+    if (free_blocks < wanted && free_blocks + kv_radix_evictable_blocks(model->prefix_cache) >= wanted)
+        kv_radix_evict(model->prefix_cache, wanted);
     return (uint64_t)kv_pool_free_blocks(model->kv_pool) * block_bytes;
 }
 

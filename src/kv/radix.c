@@ -590,6 +590,28 @@ int64_t kv_radix_evict(kv_radix *radix, int64_t blocks)
     return released;
 }
 
+int64_t kv_radix_evictable_blocks(const kv_radix *radix)
+{
+    /* A session holding a cached node holds its ancestors' blocks too (it attached the whole prefix), so a
+     * node whose blocks only the cache holds has no held descendants: it can go once its children have. */
+    int64_t blocks = 0;
+    for (int32_t node = 0; node < radix->node_capacity; node++) {
+        if (!radix->nodes[node].used)
+            continue;
+        const kv_block_id *node_blocks = blocks_of(radix, node);
+        int64_t count = 0;
+        bool only_cached = true;
+        for (int32_t t = 0; t < radix->table_count && only_cached; t++)
+            if (node_blocks[t] != KV_BLOCK_NONE) {
+                only_cached = kv_pool_refcount(radix->pool, node_blocks[t]) == 1;
+                count++;
+            }
+        if (only_cached)
+            blocks += count;
+    }
+    return blocks;
+}
+
 void kv_radix_stats_get(const kv_radix *radix, kv_radix_stats *stats)
 {
     *stats = radix->stats;

@@ -52,6 +52,8 @@ strata_status kv_radix_insert(kv_radix *radix, uint64_t namespace_id, const int3
  * `blocks` pool blocks are free or nothing more can be evicted; returns the
  * number released. */
 int64_t kv_radix_evict(kv_radix *radix, int64_t blocks);
+/* Returns the pool blocks eviction could release: those of nodes only the cache holds. */
+int64_t kv_radix_evictable_blocks(const kv_radix *radix);
 /* Fills stats. */
 void kv_radix_stats_get(const kv_radix *radix, kv_radix_stats *stats);
 

@@ -321,11 +321,13 @@ static void eviction_happens_only_on_request_and_only_to_unreferenced_blocks(voi
     CHECK(kv_pool_free_blocks(f.pool) == 48);
     CHECK(kv_radix_evict(f.radix, 48) == 0); /* already free: nothing asked */
     CHECK(kv_radix_evict(f.radix, 64) == 0); /* every block is in use by seq */
+    CHECK(kv_radix_evictable_blocks(f.radix) == 0);
     CHECK(stats_of(&f).nodes == 4);
     CHECK(kv_pool_refcount(f.pool, kv_seq_table(seq, 1, 1)->blocks[3]) == 2);
 
     kv_seq_destroy(seq);
     CHECK(kv_pool_free_blocks(f.pool) == 48); /* the cache keeps them */
+    CHECK(kv_radix_evictable_blocks(f.radix) == 16);
     CHECK(kv_radix_evict(f.radix, 48) == 0);
     CHECK(kv_radix_evict(f.radix, 52) == 4); /* one token block: the deepest */
     CHECK(stats_of(&f).nodes == 3);
@@ -333,7 +335,9 @@ static void eviction_happens_only_on_request_and_only_to_unreferenced_blocks(voi
     kv_seq *reader = NULL;
     CHECK(attach(&f, 1, sixteen_tokens, 16, 16, &reader) == 12);
     CHECK(kv_radix_evict(f.radix, 64) == 0); /* the reader holds the rest */
+    CHECK(kv_radix_evictable_blocks(f.radix) == 0);
     kv_seq_destroy(reader);
+    CHECK(kv_radix_evictable_blocks(f.radix) == 12);
     CHECK(kv_radix_evict(f.radix, 64) == 12);
     CHECK(stats_of(&f).nodes == 0);
     CHECK(kv_pool_free_blocks(f.pool) == 64);
