@@ -29,6 +29,7 @@
 
 #include "base/error.h"
 
+enum { ADMISSION_RETRY_STEPS = 16 };
 enum { DEFAULT_BATCH_TOKENS = 256, MAX_BATCH_TOKENS = 512, DEFAULT_MAX_RUNNING = 64, DEFAULT_CONTEXT = 8192 };
 
 typedef enum sequence_state { SEQUENCE_WAITING, SEQUENCE_RUNNING, SEQUENCE_FINISHED } sequence_state;
@@ -102,6 +103,10 @@ struct serve_scheduler {
     serve_request **requests; /* held by the scheduler */
     size_t request_count, request_capacity;
     uint64_t next_order;
+    /* Admission turned the queue's front away: it is tried again once a session has gone (or after
+     * ADMISSION_RETRY_STEPS steps: windows and policies also free blocks), not at every step. */
+    serve_sequence *blocked;
+    uint64_t sessions_ended, blocked_at_sessions_ended, steps_since_blocked;
     serve_request *done;      /* finished requests whose scheduler reference is dropped between steps */
     serve_metrics metrics;
     /* Step scratch: engine thread only */
@@ -530,8 +535,12 @@ static bool sequence_add_text(serve_sequence *sequence, const char *piece, size_
 
 /* ---- The running set (engine thread, lock held) ---- */
 
-static void sequence_release_session(serve_sequence *sequence)
+static void sequence_release_session(serve_scheduler *scheduler, serve_sequence *sequence)
 {
+    if (sequence->session != NULL)
+        scheduler->sessions_ended++;
+    if (scheduler->blocked == sequence)
+        scheduler->blocked = NULL;
     strata_session_destroy(sequence->session);
     sequence->session = NULL;
     sequence->computed = 0;
@@ -583,7 +592,7 @@ static void sequence_finish(serve_scheduler *scheduler, serve_sequence *sequence
         remove_pointer((void **)scheduler->running, &scheduler->running_count, sequence);
     else if (sequence->state == SEQUENCE_WAITING)
         remove_pointer((void **)scheduler->waiting, &scheduler->waiting_count, sequence);
-    sequence_release_session(sequence);
+    sequence_release_session(scheduler, sequence);
     sequence->state = SEQUENCE_FINISHED;
     sequence->finish = finish;
     if (finish == SERVE_FINISH_STOP || finish == SERVE_FINISH_LENGTH)
@@ -623,7 +632,7 @@ static void handle_cancellations(serve_scheduler *scheduler)
                         remove_pointer((void **)scheduler->running, &scheduler->running_count, sequence);
                     else
                         remove_pointer((void **)scheduler->waiting, &scheduler->waiting_count, sequence);
-                    sequence_release_session(sequence);
+                    sequence_release_session(scheduler, sequence);
                     sequence->state = SEQUENCE_FINISHED;
                 }
                 request->finishes[i] = SERVE_FINISH_CANCELLED;
@@ -665,6 +674,10 @@ static void admit(serve_scheduler *scheduler)
 {
     while (scheduler->waiting_count > 0 && scheduler->running_count < (size_t)scheduler->max_running) {
         serve_sequence *sequence = scheduler->waiting[0];
+        if (sequence == scheduler->blocked && scheduler->sessions_ended == scheduler->blocked_at_sessions_ended &&
+            ++scheduler->steps_since_blocked < ADMISSION_RETRY_STEPS)
+            break;
+        scheduler->blocked = NULL;
         serve_request *request = sequence->request;
         strata_error err = {0};
         strata_session *session = NULL;
@@ -688,6 +701,9 @@ static void admit(serve_scheduler *scheduler)
         uint64_t free_bytes = strata_model_kv_make_room(scheduler->model, needed + reserved);
         if (scheduler->running_count > 0 && free_bytes < needed + reserved) {
             strata_session_destroy(session);
+            scheduler->blocked = sequence;
+            scheduler->blocked_at_sessions_ended = scheduler->sessions_ended;
+            scheduler->steps_since_blocked = 0;
             break; /* first come, first served: the rest waits behind it */
         }
         memmove(&scheduler->waiting[0], &scheduler->waiting[1], (scheduler->waiting_count - 1) * sizeof *scheduler->waiting);
@@ -718,7 +734,7 @@ static void preempt_newest(serve_scheduler *scheduler)
         if (scheduler->running[i]->admitted_order > victim->admitted_order)
             victim = scheduler->running[i];
     remove_pointer((void **)scheduler->running, &scheduler->running_count, victim);
-    sequence_release_session(victim);
+    sequence_release_session(scheduler, victim);
     victim->state = SEQUENCE_WAITING;
     /* There is room: a running sequence left the running set, never more than it held. */
     if (grow_pointer_array(&scheduler->waiting, scheduler->waiting_count, &scheduler->waiting_capacity)) {

@@ -13,6 +13,8 @@ int command_inspect(int argc, char **argv);
 int command_tokenize(int argc, char **argv);
 /* strata generate -m FILE -p TEXT ...: streams generated text to stdout. */
 int command_generate(int argc, char **argv);
+/* strata serve -m FILE [--host H] [--port N] ...: serves the model over an OpenAI-compatible HTTP API. */
+int command_serve(int argc, char **argv);
 /* strata bench -m FILE ...: measures prefill and decode tokens per second. */
 int command_bench(int argc, char **argv);
 /* strata logits -m FILE --tokens IDS -o OUT.npy: writes teacher-forced logits. */

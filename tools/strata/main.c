@@ -14,6 +14,7 @@ typedef struct command {
 
 static const command commands[] = {
     {"generate", command_generate, "generate text from a prompt, streamed to stdout"},
+    {"serve", command_serve, "serve the model over an OpenAI-compatible HTTP API"},
     {"bench", command_bench, "measure prefill and decode tokens per second"},
     {"tokenize", command_tokenize, "print the token ids of a text"},
     {"inspect", command_inspect, "print a GGUF file's metadata and tensors"},
