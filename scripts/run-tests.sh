@@ -4,7 +4,7 @@
 # The C test programs (CTest) run twice, from the Release build and from the
 # ASan+UBSan build; the Python tests (pytest: numerics against independent
 # references, end-to-end CLI checks) run against the Release binary, and the
-# tiny-model ones again against the sanitized binary. The last line counts
+# tiny-model and HTTP server ones again against the sanitized binary. The last line counts
 # every test: "tests: N passed, N failed".
 set -uo pipefail
 release=${1:-build}
@@ -53,8 +53,9 @@ echo "== C tests, ASan + UBSan build"
 ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 UBSAN_OPTIONS=print_stacktrace=1 run_ctest "$sanitize"
 echo "== Python tests against the Release binary"
 STRATA_BIN="$release/strata" run_pytest tests/python
-echo "== tiny-model tests against the ASan + UBSan binary"
-STRATA_BIN="$sanitize/strata" ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 run_pytest tests/python/test_tiny_models.py
+echo "== tiny-model and server tests against the ASan + UBSan binary"
+STRATA_BIN="$sanitize/strata" ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 \
+    run_pytest tests/python/test_tiny_models.py tests/python/test_serve.py
 
 echo "tests: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

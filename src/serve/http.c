@@ -1225,7 +1225,7 @@ static enum MHD_Result answer_metrics(exchange *x)
     }
     metric_histogram(out, "strata_time_to_first_token_seconds", "Time from submission to the first generated token.",
                      &m.time_to_first_token);
-    metric_histogram(out, "strata_time_per_output_token_seconds", "Time between generated tokens of a sequence.",
+    metric_histogram(out, "strata_time_per_output_token_seconds", "Time between two generated tokens of a sequence (every gap).",
                      &m.time_per_output_token);
     metric_histogram(out, "strata_request_latency_seconds", "Time from submission to the last choice's finish.",
                      &m.request_latency);

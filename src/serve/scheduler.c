@@ -46,6 +46,7 @@ typedef struct serve_sequence {
     size_t prefill_length;   /* the tokens this admission's prompt phase reads: known at admission */
     int32_t generated;
     uint64_t admitted_order; /* larger: admitted later (preempted first) */
+    double last_token_at;    /* when it sampled its last token */
     char *text;              /* generated text: engine thread only */
     size_t text_length, text_capacity;
     size_t emitted;          /* bytes of text handed to the request's buffer */
@@ -81,7 +82,7 @@ struct serve_request {
     serve_usage usage;
     char error[STRATA_ERROR_MESSAGE_BYTES];
     pthread_cond_t changed;
-    double arrival, first_token_at, last_token_at;
+    double arrival, first_token_at;
     bool cached_recorded;
     serve_request *next_done; /* in the scheduler's list of finished requests it still references */
 };
@@ -555,13 +556,8 @@ static void request_check_done(serve_scheduler *scheduler, serve_request *reques
     double done_at = now_seconds();
     serve_metrics *metrics = &scheduler->metrics;
     metrics->requests_by_finish[request->finishes[0]]++;
-    if (request->first_token_at > 0) {
+    if (request->first_token_at > 0)
         histogram_observe(&metrics->time_to_first_token, request->first_token_at - request->arrival);
-        const serve_sequence *first = request->sequences[0];
-        if (first != NULL && first->generated > 1)
-            histogram_observe(&metrics->time_per_output_token,
-                              (request->last_token_at - request->first_token_at) / (first->generated - 1));
-    }
     histogram_observe(&metrics->request_latency, done_at - request->arrival);
     request->held = false;
     remove_pointer((void **)scheduler->requests, &scheduler->request_count, request);
@@ -819,8 +815,10 @@ static void sample_next(serve_scheduler *scheduler, serve_sequence *sequence)
     double at = now_seconds();
     if (request->first_token_at == 0)
         request->first_token_at = at;
-    if (sequence->choice == 0)
-        request->last_token_at = at;
+    /* Every gap between two tokens of a sequence, as vLLM's time_per_output_token (a preemption's stall too). */
+    if (sequence->generated > 0)
+        histogram_observe(&scheduler->metrics.time_per_output_token, at - sequence->last_token_at);
+    sequence->last_token_at = at;
     sequence->generated++;
     request->usage.completion_tokens++;
     scheduler->metrics.generation_tokens++;

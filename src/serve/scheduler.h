@@ -104,7 +104,7 @@ typedef struct serve_metrics {
     int64_t running;              /* sequences holding KV now */
     int64_t waiting;              /* requests and preempted sequences waiting */
     serve_histogram time_to_first_token;
-    serve_histogram time_per_output_token;
+    serve_histogram time_per_output_token; /* every gap between two tokens of a sequence */
     serve_histogram request_latency;
     strata_kv_stats kv;           /* the pool's figures after the engine thread's last step */
 } serve_metrics;

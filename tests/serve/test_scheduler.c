@@ -175,6 +175,11 @@ static void batched_requests_match_each_served_alone(void)
     CHECK(metrics.requests_by_finish[SERVE_FINISH_LENGTH] == REQUESTS);
     CHECK(metrics.running == 0 && metrics.waiting == 0);
     CHECK(metrics.time_to_first_token.total == REQUESTS);
+    uint64_t gaps = 0;
+    for (int i = 0; i < REQUESTS; i++)
+        gaps += (uint64_t)specs[i].max_tokens - 1;
+    CHECK_MESSAGE(metrics.time_per_output_token.total == gaps, "%llu token gaps observed, %llu made",
+                  (unsigned long long)metrics.time_per_output_token.total, (unsigned long long)gaps);
     serve_scheduler_destroy(scheduler);
     strata_model_close(model);
 }
