@@ -139,6 +139,20 @@ static double now_seconds(void)
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
+/* The CLOCK_MONOTONIC time timeout_ms from now, for pthread_cond_timedwait. */
+static struct timespec deadline_after(int timeout_ms)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    return deadline;
+}
+
 /* Grows *array (of pointers) to hold one more; false when out of memory. */
 static bool grow_pointer_array(void *array, size_t count, size_t *capacity)
 {
@@ -436,14 +450,7 @@ static bool collect_updates(serve_request *request, serve_poll_result *result)
 void serve_request_poll(serve_request *request, int timeout_ms, serve_poll_result *result)
 {
     serve_scheduler *scheduler = request->scheduler;
-    struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += timeout_ms / 1000;
-    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    struct timespec deadline = deadline_after(timeout_ms);
     pthread_mutex_lock(&scheduler->lock);
     while (!collect_updates(request, result))
         if (pthread_cond_timedwait(&request->changed, &scheduler->lock, &deadline) == ETIMEDOUT) {
@@ -1041,14 +1048,7 @@ void serve_scheduler_start_draining(serve_scheduler *scheduler)
 
 bool serve_scheduler_wait_idle(serve_scheduler *scheduler, int timeout_ms)
 {
-    struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += timeout_ms / 1000;
-    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    struct timespec deadline = deadline_after(timeout_ms);
     pthread_mutex_lock(&scheduler->lock);
     while (scheduler->request_count > 0)
         if (pthread_cond_timedwait(&scheduler->idle, &scheduler->lock, &deadline) == ETIMEDOUT)

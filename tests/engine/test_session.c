@@ -577,6 +577,13 @@ static void gemma3_scales_rope_only_on_global_layers(void)
     free(scaled);
 }
 
+/* The tiny model of an architecture: gemma3, qwen2, else llama. */
+static tiny_model_spec spec_of_architecture(const char *arch)
+{
+    return strcmp(arch, "gemma3") == 0 ? tiny_model_gemma3() : strcmp(arch, "qwen2") == 0 ? tiny_model_qwen2()
+                                                                                         : tiny_model_llama();
+}
+
 /* Builds a chat prompt and compares it with the expected text. */
 static void check_chat_prompt(const strata_model *model, const char *system_message, const char *expected)
 {
@@ -620,9 +627,7 @@ static void chat_prompts_follow_the_model_format(void)
          "<|im_start|>assistant\n"},
     };
     for (size_t i = 0; i < sizeof formats / sizeof formats[0]; i++) {
-        tiny_model_spec spec = strcmp(formats[i].arch, "gemma3") == 0   ? tiny_model_gemma3()
-                               : strcmp(formats[i].arch, "qwen2") == 0 ? tiny_model_qwen2()
-                                                                        : tiny_model_llama();
+        tiny_model_spec spec = spec_of_architecture(formats[i].arch);
         spec.chat_template = formats[i].chat_template;
         strata_model *model = open_model(&spec, 1);
         if (model == NULL)
@@ -654,9 +659,7 @@ static void chat_conversations_keep_their_turns(void)
                   "<|start_header_id|>assistant<|end_header_id|>\n\n"},
     };
     for (size_t i = 0; i < sizeof formats / sizeof formats[0]; i++) {
-        tiny_model_spec spec = strcmp(formats[i].arch, "gemma3") == 0   ? tiny_model_gemma3()
-                               : strcmp(formats[i].arch, "qwen2") == 0 ? tiny_model_qwen2()
-                                                                        : tiny_model_llama();
+        tiny_model_spec spec = spec_of_architecture(formats[i].arch);
         strata_model *model = open_model(&spec, 1);
         if (model == NULL)
             continue;
