@@ -29,7 +29,7 @@
 
 #include "base/error.h"
 
-enum { ADMISSION_RETRY_STEPS = 16 };
+enum { ADMISSION_RETRY_STEPS = 16, PREFIX_GROUP_TOKENS = 16 };
 enum { DEFAULT_BATCH_TOKENS = 256, MAX_BATCH_TOKENS = 512, DEFAULT_MAX_RUNNING = 64, DEFAULT_CONTEXT = 8192 };
 
 typedef enum sequence_state { SEQUENCE_WAITING, SEQUENCE_RUNNING, SEQUENCE_FINISHED } sequence_state;
@@ -91,6 +91,8 @@ struct serve_scheduler {
     strata_model *model;
     int32_t max_batch_tokens, max_running, context_length;
     bool prefix_aware;
+    int32_t last_prefix[PREFIX_GROUP_TOKENS]; /* the first tokens of the last admitted prompt (prefix-aware order) */
+    bool has_last_prefix;
     uint64_t pool_bytes;
     pthread_mutex_t lock;
     pthread_cond_t work;     /* new request, cancellation or stop */
@@ -654,21 +656,23 @@ static uint64_t prompt_bytes_left(const serve_scheduler *scheduler, const serve_
            strata_model_kv_bytes_for_tokens(scheduler->model, (int64_t)sequence->computed);
 }
 
-/* Moves the waiting requests whose prompt starts with the same block as
- * sequence's right behind the queue's front, keeping their order. */
-static void group_shared_prefixes(serve_scheduler *scheduler, const serve_sequence *sequence)
+/* Prefix-aware order: brings to the queue's front the oldest waiting request
+ * whose prompt starts with the same block as the last admitted one (its
+ * prefix is then in the cache). A preempted sequence at the front keeps its
+ * place. */
+static void front_shared_prefix(serve_scheduler *scheduler)
 {
-    enum { PREFIX_TOKENS = 16 };
-    if (sequence->known < PREFIX_TOKENS)
+    if (!scheduler->has_last_prefix || scheduler->waiting_count < 2 || scheduler->waiting[0]->generated > 0)
         return;
-    size_t placed = 0;
     for (size_t i = 0; i < scheduler->waiting_count; i++) {
         serve_sequence *candidate = scheduler->waiting[i];
-        if (candidate->known >= PREFIX_TOKENS && candidate->generated == 0 &&
-            memcmp(candidate->tokens, sequence->tokens, PREFIX_TOKENS * sizeof *candidate->tokens) == 0) {
-            memmove(&scheduler->waiting[placed + 1], &scheduler->waiting[placed], (i - placed) * sizeof *scheduler->waiting);
-            scheduler->waiting[placed++] = candidate;
-        }
+        if (candidate->generated > 0 || candidate->known < PREFIX_GROUP_TOKENS)
+            continue;
+        if (memcmp(candidate->tokens, scheduler->last_prefix, sizeof scheduler->last_prefix) != 0)
+            continue;
+        memmove(&scheduler->waiting[1], &scheduler->waiting[0], i * sizeof *scheduler->waiting);
+        scheduler->waiting[0] = candidate;
+        return;
     }
 }
 
@@ -676,6 +680,8 @@ static void group_shared_prefixes(serve_scheduler *scheduler, const serve_sequen
 static void admit(serve_scheduler *scheduler)
 {
     while (scheduler->waiting_count > 0 && scheduler->running_count < (size_t)scheduler->max_running) {
+        if (scheduler->prefix_aware)
+            front_shared_prefix(scheduler);
         serve_sequence *sequence = scheduler->waiting[0];
         if (sequence == scheduler->blocked && scheduler->sessions_ended == scheduler->blocked_at_sessions_ended &&
             ++scheduler->steps_since_blocked < ADMISSION_RETRY_STEPS)
@@ -717,14 +723,16 @@ static void admit(serve_scheduler *scheduler)
         sequence->state = SEQUENCE_RUNNING;
         sequence->admitted_order = scheduler->next_order++;
         scheduler->running[scheduler->running_count++] = sequence;
+        if (sequence->known >= PREFIX_GROUP_TOKENS) {
+            memcpy(scheduler->last_prefix, sequence->tokens, sizeof scheduler->last_prefix);
+            scheduler->has_last_prefix = true;
+        }
         if (!request->cached_recorded && sequence->choice == 0) {
             request->cached_recorded = true;
             request->usage.prompt_tokens = (int64_t)request->prompt_count;
             request->usage.cached_tokens = (int64_t)attached;
             scheduler->metrics.prompt_tokens += request->prompt_count;
             scheduler->metrics.cached_prompt_tokens += attached;
-            if (scheduler->prefix_aware)
-                group_shared_prefixes(scheduler, sequence);
         }
     }
 }

@@ -32,7 +32,8 @@ typedef struct serve_scheduler_options {
     int32_t max_batch_tokens; /* tokens per step, decode and prefill together (1..512); 0: 256 */
     int32_t max_running;      /* sequences holding KV at once; 0: 64 */
     int32_t context_length;   /* most tokens a request may hold, prompt and output; 0: the model's, at most 8192 */
-    bool prefix_aware;        /* admit waiting requests that share a prompt's first block right after it */
+    bool prefix_aware;        /* admit first the oldest waiting request sharing the last admitted prompt's first
+                                 16 tokens (its prefix is cached), not strictly the oldest */
 } serve_scheduler_options;
 
 typedef enum serve_finish {

@@ -401,6 +401,52 @@ static void a_policy_request_runs_beside_full_cache_ones(void)
     strata_model_close(model);
 }
 
+/* One sequence at a time: A, then B and C queued behind it. First come,
+ * first served runs B next; prefix-aware runs C, which shares A's prompt
+ * start (cached), before B. */
+static void prefix_aware_order_runs_a_shared_prefix_first(void)
+{
+    strata_model *model = open_model(0);
+    if (model == NULL)
+        return;
+    for (int aware = 0; aware < 2; aware++) {
+        serve_scheduler_options options = {.max_running = 1, .prefix_aware = aware == 1, .context_length = CONTEXT};
+        serve_scheduler *scheduler = NULL;
+        strata_error err = {0};
+        CHECK(serve_scheduler_create(model, &options, &scheduler, &err) == STRATA_OK);
+        if (scheduler == NULL)
+            break;
+        int32_t a[64], b[64], c[64];
+        make_prompt(a, 64, 31);
+        make_prompt(b, 64, 32);
+        make_prompt(c, 64, 33);
+        memcpy(c, a, 48 * sizeof *c); /* C shares A's first three blocks */
+        serve_request_spec specs[3] = {greedy_spec(a, 64, 30), greedy_spec(b, 64, 600), greedy_spec(c, 64, 600)};
+        serve_request *requests[3] = {0};
+        for (int i = 0; i < 3; i++)
+            CHECK(serve_submit(scheduler, &specs[i], &requests[i], &err) == STRATA_OK);
+        /* One at a time: when the request expected second is done, the third has at most begun. */
+        int second = aware ? 2 : 1, third = aware ? 1 : 2;
+        served out[3] = {0};
+        if (requests[0] != NULL && requests[second] != NULL && requests[third] != NULL) {
+            wait_done(requests[0], &out[0]);
+            wait_done(requests[second], &out[second]);
+            serve_poll_result result;
+            serve_request_poll(requests[third], 0, &result);
+            absorb(&out[third], &result);
+            CHECK_MESSAGE(!out[third].done, "%s: request %d finished before request %d",
+                          aware ? "prefix-aware" : "first come, first served", third, second);
+            wait_done(requests[third], &out[third]);
+            if (aware)
+                CHECK_MESSAGE(out[2].usage.cached_tokens == 48, "%lld cached", (long long)out[2].usage.cached_tokens);
+        }
+        for (int i = 0; i < 3; i++)
+            serve_request_release(requests[i]);
+        serve_scheduler_destroy(scheduler);
+    }
+    strata_model_close(model);
+}
+
 int main(void)
 {
     RUN_CASE(batched_requests_match_each_served_alone);
@@ -411,5 +457,6 @@ int main(void)
     RUN_CASE(a_stop_string_cuts_the_text);
     RUN_CASE(bad_requests_are_refused_with_the_reason);
     RUN_CASE(a_policy_request_runs_beside_full_cache_ones);
+    RUN_CASE(prefix_aware_order_runs_a_shared_prefix_first);
     TEST_EXIT();
 }
