@@ -35,7 +35,7 @@ static void print_help(FILE *stream)
             "      --depths LIST     needle depths 0..1, cycled over the samples (default 0,0.25,0.5,0.75,1)\n"
             "      --samples N       samples per task, haystack and length (default 10)\n"
             "      --seed S          seed of the samples (default 1)\n"
-            "      --policies LIST   KV policies, POLICY[+PRECISION] (default full): full, %s; %s\n"
+            "      --policies LIST   KV policies, POLICY[+PRECISION] (default full): %s; %s\n"
             "      --budgets LIST    budgets in tokens for the policies that take one (default 1024)\n"
             "      --kv-param K=V    a parameter given to every policy (repeatable)\n"
             "      --kv-profile FILE head profile for duo (strata calibrate)\n"
