@@ -273,6 +273,37 @@ static strata_status sequence_create(serve_request *request, int32_t choice, con
     return STRATA_OK;
 }
 
+/* True when name is one of a comma-separated list ("q8, q4, ..."). */
+static bool name_in_list(const char *name, size_t length, const char *list)
+{
+    for (const char *at = list; *at != '\0';) {
+        size_t item = strcspn(at, ",");
+        if (item == length && strncmp(at, name, length) == 0)
+            return true;
+        at += item;
+        at += strspn(at, ", ");
+    }
+    return false;
+}
+
+/* A policy that evicts, merges or selects needs a budget; without one it would silently keep everything. */
+static strata_status check_policy_budget(const strata_session_options *session, strata_error *err)
+{
+    const char *policy = session->kv_policy;
+    if (policy == NULL || session->kv_budget_tokens > 0 || session->kv_budget_ratio > 0.0f)
+        return STRATA_OK;
+    size_t first = strcspn(policy, "+");
+    bool full = first == 4 && strncmp(policy, "full", 4) == 0;
+    bool precision_alone = policy[first] == '\0' && name_in_list(policy, first, strata_kv_precisions()) &&
+                           strncmp(policy, "mixed", first) != 0;
+    if (full || precision_alone)
+        return STRATA_OK;
+    return strata_fail(err, STRATA_E_INVALID_ARGUMENT,
+                       "KV policy '%s' keeps a budget of tokens per (layer, KV head): give kv_budget (tokens, or a "
+                       "share of the prompt such as \"25%%\")",
+                       policy);
+}
+
 /* Checks the spec against the model, the context and the pool. */
 static strata_status check_spec(const serve_scheduler *scheduler, const serve_request_spec *spec, strata_error *err)
 {
@@ -310,7 +341,8 @@ static strata_status check_spec(const serve_scheduler *scheduler, const serve_re
     for (int32_t i = 0; i < spec->stop_count; i++)
         if (spec->stops[i] == NULL || spec->stops[i][0] == '\0')
             return strata_fail(err, STRATA_E_INVALID_ARGUMENT, "stop string %d is empty", i);
-    return strata_session_options_check(scheduler->model, &spec->session, err);
+    strata_status status = strata_session_options_check(scheduler->model, &spec->session, err);
+    return status == STRATA_OK ? check_policy_budget(&spec->session, err) : status;
 }
 
 /* Builds a request from a checked spec, with choice 0's sequence. */

@@ -31,6 +31,7 @@ static strata_model *open_model(int64_t pool_blocks)
 {
     tiny_model_spec spec = tiny_model_llama();
     spec.context_length = CONTEXT;
+    spec.key_length = 32; /* rows as long as the packed KV types' groups */
     strata_model *model = NULL;
     strata_error err = {0};
     strata_model_options options = {.threads = 2};
@@ -368,6 +369,14 @@ static void bad_requests_are_refused_with_the_reason(void)
     CHECK(serve_submit(scheduler, &spec, &request, &err) == STRATA_E_INVALID_ARGUMENT);
     CHECK_MESSAGE(strstr(err.message, "no-such-policy") != NULL, "%s", err.message);
     spec = greedy_spec(prompt, 10, 10);
+    spec.session.kv_policy = "snapkv+kivi4"; /* no budget: it would keep everything */
+    CHECK(serve_submit(scheduler, &spec, &request, &err) == STRATA_E_INVALID_ARGUMENT);
+    CHECK_MESSAGE(strstr(err.message, "kv_budget") != NULL, "%s", err.message);
+    spec.session.kv_policy = "kivi4"; /* a precision alone needs none */
+    CHECK_MESSAGE(serve_submit(scheduler, &spec, &request, &err) == STRATA_OK, "%s", err.message);
+    serve_request_release(request);
+    request = NULL;
+    spec = greedy_spec(prompt, 10, 10);
     spec.choices = SERVE_MAX_CHOICES + 1;
     CHECK(serve_submit(scheduler, &spec, &request, &err) == STRATA_E_INVALID_ARGUMENT);
     serve_scheduler_start_draining(scheduler);
@@ -375,7 +384,7 @@ static void bad_requests_are_refused_with_the_reason(void)
     CHECK(serve_submit(scheduler, &spec, &request, &err) == STRATA_E_UNSUPPORTED);
     serve_metrics metrics;
     serve_scheduler_metrics(scheduler, &metrics);
-    CHECK(metrics.requests_rejected == 5);
+    CHECK(metrics.requests_rejected == 6);
     serve_scheduler_destroy(scheduler);
     strata_model_close(model);
 }
