@@ -495,6 +495,41 @@ def test_a_client_that_hangs_up_cancels_its_request_and_frees_its_kv(server):
     assert after["strata_generation_tokens_total"] - before["strata_generation_tokens_total"] < 3000
 
 
+def kv_bytes_of_a_running_stream(server, body: dict) -> float:
+    """The pool's used bytes added while a stream of body runs (it is then hung up and cancelled)."""
+    before = server.metrics()
+    sock, _ = open_raw_stream(server.port, body)
+    try:
+        # Decoding: the prompt's KV is all there.
+        generated = before["strata_generation_tokens_total"]
+        during = wait_for(lambda: (m := server.metrics())["strata_requests_running"] >= 1 and
+                          m["strata_generation_tokens_total"] > generated + 2 and m, 60, "the stream decoding")
+    finally:
+        sock.close()
+    wait_for(lambda: server.metrics()["strata_requests_running"] == 0, 10, "the cancellation")
+    return during["strata_kv_used_bytes"] - before["strata_kv_used_bytes"]
+
+
+def test_a_request_chooses_its_kv_policy(server):
+    # Two prompts of about 900 tokens, different from each other and from every other test's.
+    words = "river stone cloud lamp garden window paper violin harbor meadow".split()
+    prompts = [" ".join(words[(i * 7 + k) % 10] + str(i % 97) for i in range(450)) for k in (1, 3)]
+    base = {"max_tokens": 3000, "ignore_eos": True, "temperature": 0}
+    full = kv_bytes_of_a_running_stream(server, {**base, "prompt": prompts[0]})
+    packed = kv_bytes_of_a_running_stream(server, {**base, "prompt": prompts[1], "kv_policy": "q8"})
+    # q8 packs every full block to 34 bytes per 32 values instead of 128: under half, whatever is in flight.
+    assert 0 < packed < 0.5 * full, (packed, full)
+    status, answer = server.post("/v1/completions", {
+        "prompt": prompts[1], "max_tokens": 4, "kv_policy": "snapkv+kivi4", "kv_budget": "25%",
+        "kv_params": {"observation": 16}})
+    assert status == 200 and answer["usage"]["completion_tokens"] == 4, answer
+    for body, param_text in (({"kv_policy": "nosuch", "kv_budget": 64}, "nosuch"),
+                             ({"kv_policy": "snapkv"}, "kv_budget"),
+                             ({"kv_policy": "snapkv", "kv_budget": 64, "kv_params": "nosuch=1"}, "nosuch")):
+        status, answer = server.post("/v1/completions", {"prompt": "Hi", "max_tokens": 2, **body})
+        assert status == 400 and param_text in answer["error"]["message"], answer
+
+
 def test_a_plain_request_whose_client_hangs_up_is_cancelled_too(server):
     before = server.metrics()
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
