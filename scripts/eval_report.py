@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gzip
 import json
 import math
 import re
@@ -84,7 +85,10 @@ def load_records(path: Path) -> tuple[list[dict], int, int]:
     and how many were skipped."""
     latest: dict[tuple, dict] = {}
     lines = skipped = 0
-    with path.open(encoding="utf-8", errors="replace") as handle:
+    # A .gz file (how docs/results keeps its records) is read as the JSON lines it holds.
+    opened = gzip.open(path, "rt", encoding="utf-8", errors="replace") if path.suffix == ".gz" else \
+        path.open(encoding="utf-8", errors="replace")
+    with opened as handle:
         for number, line in enumerate(handle, 1):
             line = line.strip()
             if not line:

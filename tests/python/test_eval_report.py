@@ -190,6 +190,20 @@ def test_tables_do_not_depend_on_record_order(reported, tmp_path):
         assert (reversed_out / name).read_text(encoding="utf-8") == expected
 
 
+def test_gzipped_records_give_the_same_tables(reported, tmp_path):
+    import gzip
+    out, _ = reported
+    results = out.parent / "results.jsonl"
+    packed = tmp_path / "results.jsonl.gz"
+    packed.write_bytes(gzip.compress(results.read_bytes()))
+    packed_out = tmp_path / "packed"
+    result = report(packed, packed_out, "--title", "synthetic check")
+    assert result.returncode == 0, result.stderr
+    for name in ("summary.md", "summary.csv"):
+        expected = (out / name).read_text(encoding="utf-8").replace("results.jsonl", "results.jsonl.gz")
+        assert (packed_out / name).read_text(encoding="utf-8") == expected
+
+
 @pytest.mark.parametrize("content", ["", "\n\n", "not json\n{\"kind\": \"other\"}\n"])
 def test_an_input_without_records_exits_2_with_a_message(tmp_path, content):
     results = tmp_path / "empty.jsonl"
