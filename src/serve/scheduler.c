@@ -656,26 +656,15 @@ static void handle_cancellations(serve_scheduler *scheduler)
 {
     for (size_t r = 0; r < scheduler->request_count;) {
         serve_request *request = scheduler->requests[r];
-        if (!request->cancel_requested) {
-            r++;
-            continue;
+        /* Finishing choice 0 before it forked also finishes the choices not made yet; finishing the last
+         * choice ends the request and takes it out of requests[]. */
+        for (int32_t i = 0; i < request->choice_count && request->cancel_requested && request->held; i++) {
+            serve_sequence *sequence = request->sequences[i];
+            if (request->finishes[i] == SERVE_FINISH_NONE && sequence != NULL && sequence->state != SEQUENCE_FINISHED)
+                sequence_finish(scheduler, sequence, SERVE_FINISH_CANCELLED, NULL);
         }
-        request->forked = true; /* the unforked choices are finished below, one by one */
-        for (int32_t i = 0; i < request->choice_count; i++)
-            if (request->finishes[i] == SERVE_FINISH_NONE) {
-                serve_sequence *sequence = request->sequences[i];
-                if (sequence != NULL && sequence->state != SEQUENCE_FINISHED) {
-                    if (sequence->state == SEQUENCE_RUNNING)
-                        remove_pointer((void **)scheduler->running, &scheduler->running_count, sequence);
-                    else
-                        remove_pointer((void **)scheduler->waiting, &scheduler->waiting_count, sequence);
-                    sequence_release_session(scheduler, sequence);
-                    sequence->state = SEQUENCE_FINISHED;
-                }
-                request->finishes[i] = SERVE_FINISH_CANCELLED;
-            }
-        pthread_cond_broadcast(&request->changed);
-        request_check_done(scheduler, request); /* removes it from requests[] */
+        if (r < scheduler->request_count && scheduler->requests[r] == request)
+            r++;
     }
 }
 
